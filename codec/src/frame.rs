@@ -1,0 +1,92 @@
+//! Checksummed framing for records and blocks.
+//!
+//! A frame is `len: u32 LE | crc32c(payload): u32 LE | payload[len]`. The
+//! reader checks the length against a limit before touching the payload and
+//! the checksum before returning it, so a torn or flipped frame is a typed
+//! error, never wrong data.
+
+use crate::error::{CodecError, Result};
+use crate::reader::{put_u32, Reader};
+
+/// Bytes of a frame header (length and checksum).
+pub const HEADER_LEN: usize = 8;
+
+/// The CRC-32C (Castagnoli) of `bytes`, the checksum of every frame.
+pub fn checksum(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+/// Appends a frame holding `payload` to `out`; fails (and appends
+/// nothing) if the payload is 4 GiB or larger.
+pub fn put(out: &mut Vec<u8>, payload: &[u8]) -> Result<()> {
+    let len = u32::try_from(payload.len()).map_err(|_| CodecError::TooLarge {
+        what: "frame",
+        len: payload.len() as u64,
+        max: u64::from(u32::MAX),
+    })?;
+    put_u32(out, len);
+    put_u32(out, checksum(payload));
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Reads one frame from the start of `bytes`; returns its payload and the
+/// number of bytes the frame took. `max_len` bounds the payload length;
+/// `base` is the offset of `bytes` in its file, for error reports.
+pub fn get(bytes: &[u8], max_len: u32, base: usize) -> Result<(&[u8], usize)> {
+    let mut r = Reader::with_base(bytes, "frame", base);
+    let len = r.u32()?;
+    if len > max_len {
+        return Err(CodecError::TooLarge {
+            what: "frame",
+            len: u64::from(len),
+            max: u64::from(max_len),
+        });
+    }
+    let expected = r.u32()?;
+    let payload = r.take(len as usize)?;
+    let found = checksum(payload);
+    if found != expected {
+        return Err(CodecError::ChecksumMismatch { what: "frame", offset: base, expected, found });
+    }
+    Ok((payload, HEADER_LEN + len as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn checksum_is_crc32c() {
+        // The standard check value of CRC-32C.
+        assert_eq!(checksum(b"123456789"), 0xe306_9283);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut out = Vec::new();
+            put(&mut out, &payload).expect("small payload");
+            let (got, used) = get(&out, 1 << 20, 0).expect("valid frame");
+            prop_assert_eq!(got, &payload[..]);
+            prop_assert_eq!(used, out.len());
+        }
+
+        #[test]
+        fn every_truncation_and_flip_is_an_error(
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            flip_at: usize,
+            flip_bit in 0u8..8,
+        ) {
+            let mut out = Vec::new();
+            put(&mut out, &payload).expect("small payload");
+            for cut in 0..out.len() {
+                prop_assert!(get(&out[..cut], 1 << 20, 0).is_err());
+            }
+            let at = flip_at % out.len();
+            out[at] ^= 1 << flip_bit;
+            prop_assert!(get(&out, 1 << 20, 0).is_err());
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Trie pages, page deltas and the page record stored per `(page path, version)`.
+//!
+//! A page holds the nodes of a trie subtree spanning `levels` nibble levels
+//! below its root node. Its content is written as its *terminals*: the
+//! non-empty slots that are not internal nodes inside the page, each at a
+//! [`SlotPos`] (a nibble path of 1..=`levels` nibbles relative to the page
+//! root). A terminal is a leaf (key hash and value hash) at any depth, or,
+//! at depth `levels` only, the root hash of a child page. The internal nodes
+//! inside the page are implied by the terminals below them and are not
+//! written.
+//!
+//! ```text
+//! record := format u8 (=1) | kind u8 | body
+//!   kind 1 base    body := levels u8 | count varint | count * (pos u16 LE | terminal)
+//!   kind 2 delta   body := levels u8 | count varint | count * (pos u16 LE | change)
+//!   kind 3 removed body := (nothing)
+//! terminal := 1 | key_hash[32] | value_hash[32]      (leaf)
+//!           | 2 | child_hash[32]                     (child page)
+//! change   := 0 (slot becomes empty) | terminal
+//! ```
+//!
+//! Positions are strictly increasing. The decoder checks the format byte,
+//! the kinds and tags, the position ranges and order; the trie checks the
+//! shape (no terminal below a leaf, leaf paths matching their positions).
+
+use crate::error::{CodecError, Result};
+use crate::reader::{put_u16, Reader};
+use crate::varint;
+
+/// The page record format this build writes and reads.
+pub const PAGE_FORMAT: u8 = 1;
+
+/// The most nibble levels a page may span (positions must fit a `u16`).
+pub const MAX_PAGE_LEVELS: u8 = 3;
+
+const KIND_BASE: u8 = 1;
+const KIND_DELTA: u8 = 2;
+const KIND_REMOVED: u8 = 3;
+
+const TAG_EMPTY: u8 = 0;
+const TAG_LEAF: u8 = 1;
+const TAG_CHILD: u8 = 2;
+
+/// A 32-byte hash.
+pub type Hash32 = [u8; 32];
+
+/// The position of a slot inside a page: `depth` nibbles (1..=3) below the
+/// page root, packed most significant nibble first into the low bits.
+///
+/// Encoded as `u16` = `depth << 12 | nibbles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlotPos(u16);
+
+impl SlotPos {
+    /// The position `depth` nibbles below the page root along `nibbles`
+    /// (only the low `4 * depth` bits are used). `depth` must be 1..=3.
+    pub fn new(depth: u8, nibbles: u16) -> Option<SlotPos> {
+        if depth == 0 || depth > MAX_PAGE_LEVELS {
+            return None;
+        }
+        let mask = (1u16 << (4 * u16::from(depth))) - 1;
+        Some(SlotPos(u16::from(depth) << 12 | (nibbles & mask)))
+    }
+
+    /// Decodes the `u16` form, checking it against a page of `levels`.
+    pub fn from_raw(raw: u16, levels: u8) -> Option<SlotPos> {
+        let depth = (raw >> 12) as u8;
+        if depth == 0 || depth > levels || depth > MAX_PAGE_LEVELS {
+            return None;
+        }
+        let nibbles = raw & 0x0fff;
+        if nibbles >> (4 * u16::from(depth)) != 0 {
+            return None;
+        }
+        Some(SlotPos(raw))
+    }
+
+    /// The `u16` form.
+    pub fn raw(self) -> u16 {
+        self.0
+    }
+
+    /// Nibbles below the page root (1..=3).
+    pub fn depth(self) -> u8 {
+        (self.0 >> 12) as u8
+    }
+
+    /// The packed nibbles.
+    pub fn nibbles(self) -> u16 {
+        self.0 & 0x0fff
+    }
+
+    /// The `i`-th nibble (0 = just below the page root).
+    pub fn nibble(self, i: u8) -> u8 {
+        let shift = 4 * u16::from(self.depth() - 1 - i);
+        ((self.nibbles() >> shift) & 0xf) as u8
+    }
+}
+
+/// A non-empty slot of a page that is not an internal node of the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminal {
+    /// A leaf: the key's path hash and the value's hash.
+    Leaf {
+        /// `blake3(key)`, the leaf's path.
+        key_hash: Hash32,
+        /// `blake3(value)`.
+        value_hash: Hash32,
+    },
+    /// The root of a child page (only at depth `levels`).
+    Child {
+        /// The child page root's node hash.
+        hash: Hash32,
+    },
+}
+
+/// The full content of one page.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PageImage {
+    /// Nibble levels the page spans.
+    pub levels: u8,
+    /// The terminals, ordered by position, each position once.
+    pub entries: Vec<(SlotPos, Terminal)>,
+}
+
+/// The changes that turn one version of a page into the next.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PageDelta {
+    /// Nibble levels the page spans.
+    pub levels: u8,
+    /// Changed slots ordered by position: the new terminal, or `None` where
+    /// a terminal was removed.
+    pub changes: Vec<(SlotPos, Option<Terminal>)>,
+}
+
+/// What is stored under `(page path, version)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageRecord {
+    /// The full page.
+    Base(PageImage),
+    /// The changes against the page's previous version.
+    Delta(PageDelta),
+    /// The page no longer exists from this version on.
+    Removed,
+}
+
+impl PageDelta {
+    /// The delta that turns `old` into `new` (both ordered by position).
+    pub fn between(old: &PageImage, new: &PageImage) -> PageDelta {
+        let mut changes = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        let (a, b) = (&old.entries, &new.entries);
+        while i < a.len() || j < b.len() {
+            match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    if x.1 != y.1 {
+                        changes.push((y.0, Some(y.1)));
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), Some(y)) if x.0 < y.0 => {
+                    changes.push((x.0, None));
+                    i += 1;
+                }
+                (Some(x), None) => {
+                    changes.push((x.0, None));
+                    i += 1;
+                }
+                (_, Some(y)) => {
+                    changes.push((y.0, Some(y.1)));
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        PageDelta { levels: new.levels, changes }
+    }
+
+    /// Applies the delta to `base`, which must span the same levels.
+    pub fn apply(&self, base: &PageImage) -> Result<PageImage> {
+        if base.levels != self.levels {
+            return Err(CodecError::Corrupt {
+                what: "page delta",
+                offset: 0,
+                detail: "delta and base page span different levels",
+            });
+        }
+        let mut entries = Vec::with_capacity(base.entries.len() + self.changes.len());
+        let (a, b) = (&base.entries, &self.changes);
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    if let Some(t) = y.1 {
+                        entries.push((y.0, t));
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), Some(y)) if x.0 < y.0 => {
+                    entries.push(*x);
+                    i += 1;
+                }
+                (Some(x), None) => {
+                    entries.push(*x);
+                    i += 1;
+                }
+                (_, Some(y)) => {
+                    match y.1 {
+                        Some(t) => entries.push((y.0, t)),
+                        None => {
+                            return Err(CodecError::Corrupt {
+                                what: "page delta",
+                                offset: 0,
+                                detail: "delta removes a slot the base does not hold",
+                            })
+                        }
+                    }
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        Ok(PageImage { levels: self.levels, entries })
+    }
+}
+
+fn put_terminal(out: &mut Vec<u8>, t: &Terminal) {
+    match t {
+        Terminal::Leaf { key_hash, value_hash } => {
+            out.push(TAG_LEAF);
+            out.extend_from_slice(key_hash);
+            out.extend_from_slice(value_hash);
+        }
+        Terminal::Child { hash } => {
+            out.push(TAG_CHILD);
+            out.extend_from_slice(hash);
+        }
+    }
+}
+
+fn get_terminal(r: &mut Reader<'_>, tag: u8, pos: SlotPos, levels: u8) -> Result<Terminal> {
+    match tag {
+        TAG_LEAF => Ok(Terminal::Leaf { key_hash: r.array()?, value_hash: r.array()? }),
+        TAG_CHILD => {
+            if pos.depth() != levels {
+                return Err(r.corrupt("child page reference above the page's last level"));
+            }
+            Ok(Terminal::Child { hash: r.array()? })
+        }
+        _ => Err(r.corrupt("unknown slot tag")),
+    }
+}
+
+impl PageRecord {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding of the record to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(PAGE_FORMAT);
+        match self {
+            PageRecord::Base(page) => {
+                out.reserve(2 + varint::MAX_LEN + page.entries.len() * 67);
+                out.push(KIND_BASE);
+                out.push(page.levels);
+                varint::put(out, page.entries.len() as u64);
+                for (pos, t) in &page.entries {
+                    put_u16(out, pos.raw());
+                    put_terminal(out, t);
+                }
+            }
+            PageRecord::Delta(delta) => {
+                out.push(KIND_DELTA);
+                out.push(delta.levels);
+                varint::put(out, delta.changes.len() as u64);
+                for (pos, change) in &delta.changes {
+                    put_u16(out, pos.raw());
+                    match change {
+                        Some(t) => put_terminal(out, t),
+                        None => out.push(TAG_EMPTY),
+                    }
+                }
+            }
+            PageRecord::Removed => out.push(KIND_REMOVED),
+        }
+    }
+
+    /// Decodes a record from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<PageRecord> {
+        let mut r = Reader::new(bytes, "page record");
+        let format = r.u8()?;
+        if format != PAGE_FORMAT {
+            return Err(CodecError::UnsupportedFormat {
+                what: "page record",
+                found: format,
+                supported: PAGE_FORMAT,
+            });
+        }
+        let kind = r.u8()?;
+        let record = match kind {
+            KIND_BASE | KIND_DELTA => {
+                let levels = r.u8()?;
+                if levels == 0 || levels > MAX_PAGE_LEVELS {
+                    return Err(r.corrupt_at(2, "page levels out of range"));
+                }
+                // A slot takes at least 3 bytes (position and tag).
+                let count = r.count(3, 1 << 16)?;
+                let mut last: Option<SlotPos> = None;
+                let mut read_pos = |r: &mut Reader<'_>| -> Result<SlotPos> {
+                    let at = r.position();
+                    let pos = SlotPos::from_raw(r.u16()?, levels)
+                        .ok_or_else(|| r.corrupt_at(at, "slot position out of range"))?;
+                    if last.is_some_and(|l| l >= pos) {
+                        return Err(r.corrupt_at(at, "slot positions not strictly increasing"));
+                    }
+                    last = Some(pos);
+                    Ok(pos)
+                };
+                if kind == KIND_BASE {
+                    let mut entries = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let pos = read_pos(&mut r)?;
+                        let tag = r.u8()?;
+                        entries.push((pos, get_terminal(&mut r, tag, pos, levels)?));
+                    }
+                    PageRecord::Base(PageImage { levels, entries })
+                } else {
+                    let mut changes = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let pos = read_pos(&mut r)?;
+                        let tag = r.u8()?;
+                        let change = if tag == TAG_EMPTY {
+                            None
+                        } else {
+                            Some(get_terminal(&mut r, tag, pos, levels)?)
+                        };
+                        changes.push((pos, change));
+                    }
+                    PageRecord::Delta(PageDelta { levels, changes })
+                }
+            }
+            KIND_REMOVED => PageRecord::Removed,
+            _ => return Err(r.corrupt_at(1, "unknown page record kind")),
+        };
+        r.finish()?;
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_terminal(depth: u8, levels: u8) -> BoxedStrategy<Terminal> {
+        let leaf = (any::<[u8; 32]>(), any::<[u8; 32]>())
+            .prop_map(|(key_hash, value_hash)| Terminal::Leaf { key_hash, value_hash });
+        if depth == levels {
+            prop_oneof![leaf, any::<[u8; 32]>().prop_map(|hash| Terminal::Child { hash })].boxed()
+        } else {
+            leaf.boxed()
+        }
+    }
+
+    fn arb_page() -> impl Strategy<Value = PageImage> {
+        (1u8..=3).prop_flat_map(|levels| {
+            proptest::collection::btree_map(
+                (1u8..=levels, any::<u16>()).prop_filter_map("pos", |(d, n)| SlotPos::new(d, n)),
+                Just(()),
+                0..24,
+            )
+            .prop_flat_map(move |positions| {
+                let strategies: Vec<_> = positions
+                    .keys()
+                    .map(|&pos| arb_terminal(pos.depth(), levels).prop_map(move |t| (pos, t)))
+                    .collect();
+                strategies.prop_map(move |entries| PageImage { levels, entries })
+            })
+        })
+    }
+
+    #[test]
+    fn slot_positions() {
+        let p = SlotPos::new(2, 0xab).expect("valid");
+        assert_eq!((p.depth(), p.nibble(0), p.nibble(1)), (2, 0xa, 0xb));
+        assert_eq!(p.raw(), 0x20ab);
+        assert_eq!(SlotPos::from_raw(0x20ab, 2), Some(p));
+        assert_eq!(SlotPos::from_raw(0x20ab, 1), None);
+        assert_eq!(SlotPos::from_raw(0x1fab, 3), None);
+        assert_eq!(SlotPos::from_raw(0x00ab, 3), None);
+        assert_eq!(SlotPos::new(0, 1), None);
+    }
+
+    proptest! {
+        #[test]
+        fn base_and_delta_round_trip(old in arb_page(), new in arb_page()) {
+            let record = PageRecord::Base(old.clone());
+            prop_assert_eq!(PageRecord::decode(&record.encode()), Ok(record));
+            if old.levels == new.levels {
+                let delta = PageDelta::between(&old, &new);
+                let record = PageRecord::Delta(delta.clone());
+                prop_assert_eq!(PageRecord::decode(&record.encode()), Ok(record));
+                prop_assert_eq!(delta.apply(&old), Ok(new));
+            }
+        }
+
+        #[test]
+        fn truncations_and_flips_never_panic(page in arb_page(), at: usize, bit in 0u8..8) {
+            let bytes = PageRecord::Base(page).encode();
+            for cut in 0..bytes.len() {
+                prop_assert!(PageRecord::decode(&bytes[..cut]).is_err());
+            }
+            let mut bad = bytes.clone();
+            let i = at % bad.len();
+            bad[i] ^= 1 << bit;
+            // A flip gives an error or some other valid record, never a panic.
+            if let Ok(other) = PageRecord::decode(&bad) {
+                prop_assert_eq!(other.encode(), bad);
+            }
+        }
+    }
+
+    #[test]
+    fn removed_round_trips_and_bad_headers_are_typed() {
+        let bytes = PageRecord::Removed.encode();
+        assert_eq!(PageRecord::decode(&bytes), Ok(PageRecord::Removed));
+        assert!(matches!(
+            PageRecord::decode(&[9, 1]),
+            Err(CodecError::UnsupportedFormat { found: 9, .. })
+        ));
+        assert!(matches!(PageRecord::decode(&[1, 7]), Err(CodecError::Corrupt { .. })));
+        assert!(matches!(PageRecord::decode(&[1, 3, 0]), Err(CodecError::TrailingBytes { .. })));
+        assert!(matches!(PageRecord::decode(&[1, 1, 4, 0]), Err(CodecError::Corrupt { .. })));
+    }
+}

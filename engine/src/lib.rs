@@ -1,0 +1,43 @@
+//! The versioned page store of Verity.
+//!
+//! This crate will hold the WAL, the memtable, the segment files, the
+//! io_uring backend, compaction and recovery. For now it only names the
+//! namespaces of the store, so the layers above can already agree on them.
+
+/// The three ordered namespaces the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Namespace {
+    /// `(page path, version) -> page record` (base page, delta or removal).
+    Pages,
+    /// `(key hash, version) -> value or tombstone`, with the original key.
+    State,
+    /// `version -> root hash and commit info`.
+    Meta,
+}
+
+impl Namespace {
+    /// The byte that prefixes every key of the namespace in the store.
+    pub fn prefix(self) -> u8 {
+        match self {
+            Namespace::Pages => b'P',
+            Namespace::State => b'S',
+            Namespace::Meta => b'M',
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Namespace;
+
+    #[test]
+    fn namespace_prefixes_are_distinct() {
+        let all = [Namespace::Pages, Namespace::State, Namespace::Meta];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a.prefix(), b.prefix());
+            }
+        }
+    }
+}
