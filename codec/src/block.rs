@@ -51,7 +51,11 @@ pub fn decode(bytes: &[u8], max_raw_len: usize) -> Result<Vec<u8>> {
     let kind = r.u8()?;
     let raw_len = r.varint()?;
     if raw_len > max_raw_len as u64 {
-        return Err(CodecError::TooLarge { what: "block", len: raw_len, max: max_raw_len as u64 });
+        return Err(CodecError::TooLarge {
+            what: "block",
+            len: raw_len,
+            max: max_raw_len as u64,
+        });
     }
     let raw_len = raw_len as usize;
     let body = &bytes[r.position()..];
@@ -87,7 +91,10 @@ mod tests {
         assert_eq!(block[0], ZSTD);
         assert!(block.len() < raw.len() / 4);
         assert_eq!(decode(&block, 1 << 20).expect("decode"), raw);
-        assert!(matches!(decode(&block, 100), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(
+            decode(&block, 100),
+            Err(CodecError::TooLarge { .. })
+        ));
     }
 
     proptest! {

@@ -47,7 +47,12 @@ pub fn get(bytes: &[u8], max_len: u32, base: usize) -> Result<(&[u8], usize)> {
     let payload = r.take(len as usize)?;
     let found = checksum(payload);
     if found != expected {
-        return Err(CodecError::ChecksumMismatch { what: "frame", offset: base, expected, found });
+        return Err(CodecError::ChecksumMismatch {
+            what: "frame",
+            offset: base,
+            expected,
+            found,
+        });
     }
     Ok((payload, HEADER_LEN + len as usize))
 }

@@ -174,7 +174,10 @@ impl PageDelta {
                 (None, None) => break,
             }
         }
-        PageDelta { levels: new.levels, changes }
+        PageDelta {
+            levels: new.levels,
+            changes,
+        }
     }
 
     /// Applies the delta to `base`, which must span the same levels.
@@ -222,13 +225,19 @@ impl PageDelta {
                 (None, None) => break,
             }
         }
-        Ok(PageImage { levels: self.levels, entries })
+        Ok(PageImage {
+            levels: self.levels,
+            entries,
+        })
     }
 }
 
 fn put_terminal(out: &mut Vec<u8>, t: &Terminal) {
     match t {
-        Terminal::Leaf { key_hash, value_hash } => {
+        Terminal::Leaf {
+            key_hash,
+            value_hash,
+        } => {
             out.push(TAG_LEAF);
             out.extend_from_slice(key_hash);
             out.extend_from_slice(value_hash);
@@ -242,7 +251,10 @@ fn put_terminal(out: &mut Vec<u8>, t: &Terminal) {
 
 fn get_terminal(r: &mut Reader<'_>, tag: u8, pos: SlotPos, levels: u8) -> Result<Terminal> {
     match tag {
-        TAG_LEAF => Ok(Terminal::Leaf { key_hash: r.array()?, value_hash: r.array()? }),
+        TAG_LEAF => Ok(Terminal::Leaf {
+            key_hash: r.array()?,
+            value_hash: r.array()?,
+        }),
         TAG_CHILD => {
             if pos.depth() != levels {
                 return Err(r.corrupt("child page reference above the page's last level"));
@@ -359,10 +371,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_terminal(depth: u8, levels: u8) -> BoxedStrategy<Terminal> {
-        let leaf = (any::<[u8; 32]>(), any::<[u8; 32]>())
-            .prop_map(|(key_hash, value_hash)| Terminal::Leaf { key_hash, value_hash });
+        let leaf = (any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(key_hash, value_hash)| {
+            Terminal::Leaf {
+                key_hash,
+                value_hash,
+            }
+        });
         if depth == levels {
-            prop_oneof![leaf, any::<[u8; 32]>().prop_map(|hash| Terminal::Child { hash })].boxed()
+            prop_oneof![
+                leaf,
+                any::<[u8; 32]>().prop_map(|hash| Terminal::Child { hash })
+            ]
+            .boxed()
         } else {
             leaf.boxed()
         }
@@ -434,8 +454,17 @@ mod tests {
             PageRecord::decode(&[9, 1]),
             Err(CodecError::UnsupportedFormat { found: 9, .. })
         ));
-        assert!(matches!(PageRecord::decode(&[1, 7]), Err(CodecError::Corrupt { .. })));
-        assert!(matches!(PageRecord::decode(&[1, 3, 0]), Err(CodecError::TrailingBytes { .. })));
-        assert!(matches!(PageRecord::decode(&[1, 1, 4, 0]), Err(CodecError::Corrupt { .. })));
+        assert!(matches!(
+            PageRecord::decode(&[1, 7]),
+            Err(CodecError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            PageRecord::decode(&[1, 3, 0]),
+            Err(CodecError::TrailingBytes { .. })
+        ));
+        assert!(matches!(
+            PageRecord::decode(&[1, 1, 4, 0]),
+            Err(CodecError::Corrupt { .. })
+        ));
     }
 }

@@ -101,7 +101,10 @@ impl ProofImage {
                     out.push(TAG_HASH);
                     out.extend_from_slice(h);
                 }
-                ProofNode::Leaf { key_hash, value_hash } => {
+                ProofNode::Leaf {
+                    key_hash,
+                    value_hash,
+                } => {
                     out.push(TAG_LEAF);
                     out.extend_from_slice(key_hash);
                     out.extend_from_slice(value_hash);
@@ -140,7 +143,10 @@ impl ProofImage {
             let node = match r.u8()? {
                 TAG_EMPTY => ProofNode::Empty,
                 TAG_HASH => ProofNode::Hash(r.array()?),
-                TAG_LEAF => ProofNode::Leaf { key_hash: r.array()?, value_hash: r.array()? },
+                TAG_LEAF => ProofNode::Leaf {
+                    key_hash: r.array()?,
+                    value_hash: r.array()?,
+                },
                 TAG_BRANCH => ProofNode::Branch,
                 _ => return Err(r.corrupt_at(at, "unknown proof node tag")),
             };
@@ -159,7 +165,11 @@ impl ProofImage {
             nodes.push(node);
         }
         if count == 0 || !pending.is_empty() {
-            return Err(CodecError::Truncated { what: "proof", offset: r.offset(), needed: 1 });
+            return Err(CodecError::Truncated {
+                what: "proof",
+                offset: r.offset(),
+                needed: 1,
+            });
         }
         Ok(ProofImage { nodes })
     }
@@ -204,8 +214,12 @@ mod tests {
         let leafish = prop_oneof![
             Just(ProofNode::Empty),
             any::<[u8; 32]>().prop_map(ProofNode::Hash),
-            (any::<[u8; 32]>(), any::<[u8; 32]>())
-                .prop_map(|(key_hash, value_hash)| ProofNode::Leaf { key_hash, value_hash }),
+            (any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(key_hash, value_hash)| {
+                ProofNode::Leaf {
+                    key_hash,
+                    value_hash,
+                }
+            }),
         ]
         .prop_map(|n| vec![n]);
         if depth == 0 {

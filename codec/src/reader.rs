@@ -26,7 +26,12 @@ impl<'a> Reader<'a> {
 
     /// A reader whose error offsets are shifted by `base`.
     pub fn with_base(bytes: &'a [u8], what: &'static str, base: usize) -> Self {
-        Reader { bytes, pos: 0, base, what }
+        Reader {
+            bytes,
+            pos: 0,
+            base,
+            what,
+        }
     }
 
     /// Position of the next unread byte (relative to the slice).
@@ -51,12 +56,20 @@ impl<'a> Reader<'a> {
 
     /// A `Corrupt` error at the current offset.
     pub fn corrupt(&self, detail: &'static str) -> CodecError {
-        CodecError::Corrupt { what: self.what, offset: self.offset(), detail }
+        CodecError::Corrupt {
+            what: self.what,
+            offset: self.offset(),
+            detail,
+        }
     }
 
     /// A `Corrupt` error at an earlier position `at` of this slice.
     pub fn corrupt_at(&self, at: usize, detail: &'static str) -> CodecError {
-        CodecError::Corrupt { what: self.what, offset: self.base + at, detail }
+        CodecError::Corrupt {
+            what: self.what,
+            offset: self.base + at,
+            detail,
+        }
     }
 
     /// Takes the next `n` bytes.
@@ -115,7 +128,11 @@ impl<'a> Reader<'a> {
         let at = self.offset();
         let n = self.varint()?;
         if n > max {
-            return Err(CodecError::TooLarge { what: self.what, len: n, max });
+            return Err(CodecError::TooLarge {
+                what: self.what,
+                len: n,
+                max,
+            });
         }
         let need = n.saturating_mul(min_item_len.max(1) as u64);
         if need > self.remaining() as u64 {
@@ -140,7 +157,10 @@ impl<'a> Reader<'a> {
         if self.is_empty() {
             Ok(())
         } else {
-            Err(CodecError::TrailingBytes { what: self.what, extra: self.remaining() })
+            Err(CodecError::TrailingBytes {
+                what: self.what,
+                extra: self.remaining(),
+            })
         }
     }
 }
@@ -186,7 +206,10 @@ mod tests {
         assert_eq!(r.u64(), Ok(0x0708_090a_0b0c_0d0e));
         assert_eq!(r.bytes(16), Ok(&b"abc"[..]));
         assert_eq!(r.finish(), Ok(()));
-        assert!(matches!(r.u8(), Err(CodecError::Truncated { offset: 19, .. })));
+        assert!(matches!(
+            r.u8(),
+            Err(CodecError::Truncated { offset: 19, .. })
+        ));
     }
 
     #[test]
@@ -194,7 +217,10 @@ mod tests {
         let mut out = Vec::new();
         crate::varint::put(&mut out, 1 << 40);
         let mut r = Reader::new(&out, "test");
-        assert!(matches!(r.bytes(u64::MAX), Err(CodecError::Truncated { .. })));
+        assert!(matches!(
+            r.bytes(u64::MAX),
+            Err(CodecError::Truncated { .. })
+        ));
         let mut r = Reader::new(&out, "test");
         assert!(matches!(r.bytes(1024), Err(CodecError::TooLarge { .. })));
     }

@@ -77,7 +77,10 @@ mod tests {
             (127, &[0x7f]),
             (128, &[0x80, 0x01]),
             (300, &[0xac, 0x02]),
-            (u64::MAX, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            (
+                u64::MAX,
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
         ];
         for (value, bytes) in cases {
             let mut out = Vec::new();
@@ -90,14 +93,23 @@ mod tests {
 
     #[test]
     fn rejects_overlong_overflow_and_truncation() {
-        assert!(matches!(get(&[0x80, 0x00], 0), Err(CodecError::Corrupt { .. })));
         assert!(matches!(
-            get(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], 0),
+            get(&[0x80, 0x00], 0),
+            Err(CodecError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            get(
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+                0
+            ),
             Err(CodecError::Corrupt { .. })
         ));
         assert!(matches!(get(&[0x80], 0), Err(CodecError::Truncated { .. })));
         assert!(matches!(get(&[], 0), Err(CodecError::Truncated { .. })));
-        assert!(matches!(get(&[0x80; 11], 0), Err(CodecError::Corrupt { .. })));
+        assert!(matches!(
+            get(&[0x80; 11], 0),
+            Err(CodecError::Corrupt { .. })
+        ));
     }
 
     proptest! {

@@ -1,0 +1,136 @@
+//! Reads through the trie: the root, one key, and leaves in key-hash order.
+
+use std::sync::Arc;
+
+use crate::error::MerkleError;
+use crate::hash::{nibble, Hash, KeyHash, ValueHash, EMPTY};
+use crate::page::{Inner, Node, Page};
+use crate::path::PagePath;
+use crate::source::PageSource;
+
+/// The page at `path` as of `version`; the root page of a version with no
+/// root page is the empty page, any other missing page is an error.
+pub(crate) fn load<S: PageSource + ?Sized>(
+    source: &S,
+    path: &PagePath,
+    version: u64,
+) -> Result<Arc<Page>, MerkleError> {
+    match source.page(path, version)? {
+        Some(vp) => Ok(vp.page),
+        None if path.is_root() => Ok(Arc::new(Page::default())),
+        None => Err(MerkleError::MissingPage {
+            path: *path,
+            version,
+        }),
+    }
+}
+
+/// The root hash of the trie as of `version`.
+pub fn root<S: PageSource + ?Sized>(source: &S, version: u64) -> Result<Hash, MerkleError> {
+    Ok(match source.page(&PagePath::ROOT, version)? {
+        Some(vp) => vp.page.hash(),
+        None => EMPTY,
+    })
+}
+
+/// The value hash of `key_hash` as of `version`, walking the trie.
+pub fn get<S: PageSource + ?Sized>(
+    source: &S,
+    version: u64,
+    key_hash: &KeyHash,
+) -> Result<Option<ValueHash>, MerkleError> {
+    let root = load(source, &PagePath::ROOT, version)?;
+    get_in(source, version, &root.root, 0, key_hash)
+}
+
+fn get_in<S: PageSource + ?Sized>(
+    source: &S,
+    version: u64,
+    mut inner: &Inner,
+    mut depth: usize,
+    key_hash: &KeyHash,
+) -> Result<Option<ValueHash>, MerkleError> {
+    loop {
+        match &inner.children[usize::from(nibble(key_hash, depth))] {
+            Node::Empty => return Ok(None),
+            Node::Leaf(l) => return Ok((l.key_hash == *key_hash).then_some(l.value_hash)),
+            Node::Inner(i) => {
+                inner = i;
+                depth += 1;
+            }
+            Node::Page(_) => {
+                let page = load(source, &PagePath::from_key(key_hash, depth + 1), version)?;
+                return get_in(source, version, &page.root, depth + 1, key_hash);
+            }
+        }
+    }
+}
+
+/// Up to `limit` leaves with key hash `>= from`, in key-hash order, as of
+/// `version`.
+pub fn leaves<S: PageSource + ?Sized>(
+    source: &S,
+    version: u64,
+    from: &KeyHash,
+    limit: usize,
+) -> Result<Vec<(KeyHash, ValueHash)>, MerkleError> {
+    let mut out = Vec::new();
+    if limit > 0 {
+        let root = load(source, &PagePath::ROOT, version)?;
+        collect(
+            source,
+            version,
+            &root.root,
+            PagePath::ROOT,
+            from,
+            limit,
+            &mut out,
+        )?;
+    }
+    Ok(out)
+}
+
+/// The largest key hash under `path`.
+fn last_under(path: &PagePath) -> KeyHash {
+    let mut hi = [0xffu8; 32];
+    let n = path.len();
+    hi[..n / 2].copy_from_slice(&path.as_padded()[..n / 2]);
+    if n % 2 == 1 {
+        hi[n / 2] = path.as_padded()[n / 2] | 0x0f;
+    }
+    hi
+}
+
+fn collect<S: PageSource + ?Sized>(
+    source: &S,
+    version: u64,
+    inner: &Inner,
+    at: PagePath,
+    from: &KeyHash,
+    limit: usize,
+    out: &mut Vec<(KeyHash, ValueHash)>,
+) -> Result<(), MerkleError> {
+    for (n, child) in inner.children.iter().enumerate() {
+        if out.len() >= limit {
+            break;
+        }
+        let path = at.child(n as u8);
+        if child.is_empty() || last_under(&path) < *from {
+            continue;
+        }
+        match child {
+            Node::Empty => {}
+            Node::Leaf(l) => {
+                if l.key_hash >= *from {
+                    out.push((l.key_hash, l.value_hash));
+                }
+            }
+            Node::Inner(i) => collect(source, version, i, path, from, limit, out)?,
+            Node::Page(_) => {
+                let page = load(source, &path, version)?;
+                collect(source, version, &page.root, path, from, limit, out)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! The trie agrees with a plain map per version and an independent root.
+//!
+//! Random histories of inserts, updates and deletes over keys that share
+//! long prefixes (so leaves move down and up across page boundaries). After
+//! every version: the root equals the naive root of the model's set; every
+//! version still retained reads back as its set, through `get`, `leaves`
+//! and pages rebuilt from their stored bases and deltas; pruning keeps the
+//! floor version readable.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{naive_root, seed, H};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use verity_merkle::{DeltaPolicy, MemPageStore, PagePath, Trie, EMPTY};
+
+fn arb_key() -> impl Strategy<Value = H> {
+    (
+        prop::sample::select(vec![0x00u8, 0x01, 0x10, 0xf0]),
+        prop::sample::select(vec![0x00u8, 0x11, 0x1f]),
+        any::<[u8; 32]>(),
+        any::<bool>(),
+    )
+        .prop_map(|(a, b, mut k, clustered)| {
+            if clustered {
+                k[0] = a;
+                k[1] = b;
+                k[2] &= 0x1f;
+            }
+            k
+        })
+}
+
+type Op = (usize, Option<u8>);
+
+fn arb_history() -> impl Strategy<Value = (Vec<H>, Vec<Vec<Op>>, u64)> {
+    (
+        prop::collection::vec(arb_key(), 1..48),
+        prop::collection::vec(
+            prop::collection::vec(
+                (any::<usize>(), prop::option::weighted(0.7, any::<u8>())),
+                0..24,
+            ),
+            1..10,
+        ),
+        0u64..4,
+    )
+}
+
+pub fn runner(test: &str, cases: u32) -> TestRunner {
+    let s = seed(test);
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&s.to_le_bytes());
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+}
+
+fn value(v: u8) -> H {
+    *blake3::hash(&[v]).as_bytes()
+}
+
+#[test]
+fn trie_matches_the_model_at_every_version() {
+    let mut runner = runner("trie_matches_the_model_at_every_version", 96);
+    runner
+        .run(&arb_history(), |(keys, versions, prune_every)| {
+            let policy = DeltaPolicy {
+                max_deltas: 3,
+                max_chain_percent: 400,
+            };
+            let trie = Trie::with_policy(MemPageStore::new(), policy);
+            let mut model: Vec<BTreeMap<H, H>> = vec![BTreeMap::new()];
+            let mut written: Vec<(PagePath, u64, verity_merkle::Page)> = Vec::new();
+            prop_assert_eq!(trie.root(0).expect("root"), EMPTY);
+            for (i, ops) in versions.iter().enumerate() {
+                let v = i as u64 + 1;
+                let mut batch: BTreeMap<H, Option<H>> = BTreeMap::new();
+                for (k, val) in ops {
+                    batch.insert(keys[k % keys.len()], val.map(value));
+                }
+                let mut next = model[i].clone();
+                for (k, val) in &batch {
+                    match val {
+                        Some(val) => next.insert(*k, *val),
+                        None => next.remove(k),
+                    };
+                }
+                let updates: Vec<_> = batch.into_iter().collect();
+                let out = trie.update(v - 1, v, &updates).expect("update");
+                prop_assert_eq!(out.root, naive_root(&next), "root of version {}", v);
+                for w in &out.writes {
+                    if let Some(p) = &w.page {
+                        written.push((w.path, v, (**p).clone()));
+                    }
+                }
+                trie.source().apply(&out).expect("apply");
+                model.push(next);
+                if prune_every > 0 && v % (prune_every + 1) == 0 {
+                    trie.source().prune(v - 1).expect("prune");
+                }
+            }
+            let floor = trie.source().floor();
+            for (v, set) in model.iter().enumerate() {
+                let v = v as u64;
+                if v < floor {
+                    prop_assert!(
+                        trie.root(v).is_err(),
+                        "version {} below the floor {} must not read",
+                        v,
+                        floor
+                    );
+                    continue;
+                }
+                prop_assert_eq!(trie.root(v).expect("root"), naive_root(set));
+                let all: Vec<(H, H)> = set.iter().map(|(k, v)| (*k, *v)).collect();
+                prop_assert_eq!(
+                    trie.leaves(v, &[0; 32], usize::MAX).expect("leaves"),
+                    all.clone()
+                );
+                if let Some((k, _)) = all.get(all.len() / 2) {
+                    let tail = trie.leaves(v, k, 3).expect("leaves");
+                    prop_assert_eq!(
+                        &tail[..],
+                        &all[all.len() / 2..(all.len() / 2 + 3).min(all.len())]
+                    );
+                }
+                for k in &keys {
+                    prop_assert_eq!(trie.get(v, k).expect("get"), set.get(k).copied());
+                }
+            }
+            // Every page version at or above the floor, rebuilt from its base
+            // and deltas, equals the page the update built directly.
+            for (path, v, page) in &written {
+                if *v >= floor {
+                    let rebuilt = trie.source().page_from_records(path, *v).expect("rebuild");
+                    let rebuilt = rebuilt.expect("page exists");
+                    prop_assert_eq!(&*rebuilt.page, page);
+                }
+            }
+            Ok(())
+        })
+        .expect("model test");
+}
+
+#[test]
+fn root_depends_only_on_the_state() {
+    let mut runner = runner("root_depends_only_on_the_state", 64);
+    let strategy = (
+        prop::collection::btree_map(arb_key(), any::<u8>(), 0..60),
+        prop::collection::vec(arb_key(), 0..10),
+        1usize..6,
+        any::<u64>(),
+    );
+    runner
+        .run(&strategy, |(set, extra, splits, shuffle)| {
+            let set: BTreeMap<H, H> = set.into_iter().map(|(k, v)| (k, value(v))).collect();
+            let expected = naive_root(&set);
+
+            // History A: everything in one batch.
+            let a = Trie::new(MemPageStore::new());
+            let all: Vec<_> = set.iter().map(|(k, v)| (*k, Some(*v))).collect();
+            let out = a.update(0, 1, &all).expect("update");
+            prop_assert_eq!(out.root, expected);
+
+            // History B: extra keys and wrong values first, then the set in
+            // several batches in another order, then the extras deleted.
+            let b = Trie::new(MemPageStore::new());
+            let mut version = 0;
+            let mut commit = |batch: BTreeMap<H, Option<H>>| {
+                let updates: Vec<_> = batch.into_iter().collect();
+                let out = b.update(version, version + 1, &updates).expect("update");
+                b.source().apply(&out).expect("apply");
+                version += 1;
+                out.root
+            };
+            let extras: BTreeMap<H, Option<H>> = extra
+                .iter()
+                .filter(|k| !set.contains_key(*k))
+                .map(|k| (*k, Some(value(1))))
+                .collect();
+            let wrong: BTreeMap<H, Option<H>> = set
+                .keys()
+                .take(5)
+                .map(|k| (*k, Some(value(0xee))))
+                .collect();
+            commit(extras.clone().into_iter().chain(wrong).collect());
+            let mut entries: Vec<_> = set.iter().map(|(k, v)| (*k, Some(*v))).collect();
+            let n = entries.len().max(1);
+            entries.rotate_left((shuffle as usize) % n);
+            for chunk in entries.chunks(n.div_ceil(splits)) {
+                commit(chunk.iter().copied().collect());
+            }
+            let root = commit(extras.keys().map(|k| (*k, None)).collect());
+            prop_assert_eq!(root, expected);
+
+            // Deleting everything gives the empty root.
+            let root = commit(set.keys().map(|k| (*k, None)).collect());
+            prop_assert_eq!(root, EMPTY);
+            Ok(())
+        })
+        .expect("history independence");
+}
+
+#[test]
+fn the_empty_state_has_the_documented_root() {
+    let trie = Trie::new(MemPageStore::new());
+    assert_eq!(trie.root(0).expect("root"), common::empty());
+    let out = trie.update(0, 1, &[([7; 32], None)]).expect("update");
+    assert_eq!(out.root, common::empty());
+    assert_eq!(
+        blake3::Hash::from(EMPTY).to_hex().as_str(),
+        "a261cd3df822320ce6df51000956a5d293bb721ec1fed47e794e36be9d9c96d5"
+    );
+}
+
+#[test]
+fn unsorted_updates_and_stale_versions_are_rejected() {
+    let trie = Trie::new(MemPageStore::new());
+    let err = trie
+        .update(0, 1, &[([2; 32], None), ([1; 32], None)])
+        .expect_err("unsorted");
+    assert!(matches!(
+        err,
+        verity_merkle::MerkleError::UnsortedUpdates { index: 1 }
+    ));
+    let err = trie
+        .update(0, 1, &[([1; 32], None), ([1; 32], None)])
+        .expect_err("duplicate");
+    assert!(matches!(
+        err,
+        verity_merkle::MerkleError::UnsortedUpdates { index: 1 }
+    ));
+    assert!(trie.update(3, 3, &[]).is_err());
+    let out = trie
+        .update(0, 2, &[([1; 32], Some([1; 32]))])
+        .expect("update");
+    trie.source().apply(&out).expect("apply");
+    let older = trie.update(0, 1, &[]).expect("update of an old version");
+    assert!(
+        trie.source().apply(&older).is_err(),
+        "versions apply in order"
+    );
+}
