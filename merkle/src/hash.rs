@@ -51,8 +51,20 @@ pub fn value_hash(value: &[u8]) -> ValueHash {
     *blake3::hash(value).as_bytes()
 }
 
+thread_local! {
+    static COMPRESSIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// BLAKE3 compressions this thread has spent on leaf and internal hashes
+/// since it started (a counter for benchmarks; it costs one thread-local
+/// add per hash).
+pub fn thread_compressions() -> u64 {
+    COMPRESSIONS.with(|c| c.get())
+}
+
 #[inline]
 fn keyed64(key: &Hash, a: &Hash, b: &Hash) -> Hash {
+    COMPRESSIONS.with(|c| c.set(c.get() + 1));
     let mut input = [0u8; 64];
     input[..32].copy_from_slice(a);
     input[32..].copy_from_slice(b);

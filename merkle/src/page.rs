@@ -17,7 +17,7 @@ use crate::path::PagePath;
 pub const PAGE_LEVELS: usize = 2;
 
 /// A leaf with its cached hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leaf {
     /// The key's path.
     pub key_hash: KeyHash,
@@ -44,10 +44,12 @@ pub enum Node {
     /// Nothing below.
     #[default]
     Empty,
-    /// One key.
-    Leaf(Box<Leaf>),
-    /// An internal node inside the same page.
-    Inner(Box<Inner>),
+    /// One key (kept inline: copying a page copies its leaves without
+    /// touching other allocations).
+    Leaf(Leaf),
+    /// An internal node inside the same page. Versions of a page share the
+    /// nodes they have in common; a write copies only the nodes it changes.
+    Inner(Arc<Inner>),
     /// The root of a child page (only at the page's last level), by hash.
     Page(Hash),
 }
@@ -220,10 +222,10 @@ impl Page {
             for i in 0..depth - 1 {
                 let slot = &mut node.children[usize::from(pos.nibble(i))];
                 if slot.is_empty() {
-                    *slot = Node::Inner(Box::default());
+                    *slot = Node::Inner(Arc::default());
                 }
                 node = match slot {
-                    Node::Inner(inner) => inner,
+                    Node::Inner(inner) => Arc::make_mut(inner),
                     _ => return Err(bad("a terminal lies below a leaf")),
                 };
             }
@@ -244,7 +246,7 @@ impl Page {
                     {
                         return Err(bad("a leaf is not on its key's path"));
                     }
-                    Node::Leaf(Box::new(Leaf::new(*key_hash, *value_hash)))
+                    Node::Leaf(Leaf::new(*key_hash, *value_hash))
                 }
                 Terminal::Child { hash } => Node::Page(*hash),
             };
@@ -260,12 +262,93 @@ impl Page {
     }
 }
 
+impl Page {
+    /// Number of terminals (what a base record of the page holds).
+    pub fn terminal_count(&self) -> usize {
+        fn count(node: &Inner) -> usize {
+            node.children
+                .iter()
+                .map(|c| match c {
+                    Node::Empty => 0,
+                    Node::Leaf(_) | Node::Page(_) => 1,
+                    Node::Inner(i) => count(i),
+                })
+                .sum()
+        }
+        count(&self.root)
+    }
+
+    /// The changed slots from `old` to `self`, in position order: the delta
+    /// that turns the stored form of `old` into that of `self`. Subtrees
+    /// with equal hashes are equal and are skipped without a look inside.
+    pub fn changes_since(&self, old: &Page) -> Vec<(SlotPos, Option<Terminal>)> {
+        let mut out = Vec::new();
+        diff(&old.root, &self.root, 0, 0, &mut out);
+        // Removals were pushed before additions at the same position; keep
+        // the addition.
+        out.sort_by_key(|c| c.0);
+        out.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                *earlier = *later;
+                true
+            } else {
+                false
+            }
+        });
+        out
+    }
+}
+
+fn diff(
+    old: &Inner,
+    new: &Inner,
+    depth: u8,
+    nibbles: u16,
+    out: &mut Vec<(SlotPos, Option<Terminal>)>,
+) {
+    if old.hash() == new.hash() {
+        return;
+    }
+    for (n, (a, b)) in old.children.iter().zip(new.children.iter()).enumerate() {
+        if a.hash() == b.hash() {
+            continue;
+        }
+        let path = nibbles << 4 | n as u16;
+        if let (Node::Inner(x), Node::Inner(y)) = (a, b) {
+            diff(x, y, depth + 1, path, out);
+            continue;
+        }
+        let mut removed = Vec::new();
+        terminals_of(a, depth + 1, path, &mut removed);
+        out.extend(removed.into_iter().map(|(p, _)| (p, None)));
+        let mut added = Vec::new();
+        terminals_of(b, depth + 1, path, &mut added);
+        out.extend(added.into_iter().map(|(p, t)| (p, Some(t))));
+    }
+}
+
+fn terminals_of(node: &Node, depth: u8, path: u16, out: &mut Vec<(SlotPos, Terminal)>) {
+    let pos = || SlotPos::new(depth, path).unwrap_or_else(|| unreachable_pos());
+    match node {
+        Node::Empty => {}
+        Node::Leaf(l) => out.push((
+            pos(),
+            Terminal::Leaf {
+                key_hash: l.key_hash,
+                value_hash: l.value_hash,
+            },
+        )),
+        Node::Page(h) => out.push((pos(), Terminal::Child { hash: *h })),
+        Node::Inner(inner) => collect_terminals(inner, depth, path, out),
+    }
+}
+
 /// Computes the hashes of every inner node, bottom up, and rejects inner
 /// nodes inside the page that hold a lone leaf (the leaf belongs higher up).
 fn check_and_hash(node: &mut Inner, is_page_root: bool) -> Result<(), &'static str> {
     for child in node.children.iter_mut() {
         if let Node::Inner(inner) = child {
-            check_and_hash(inner, false)?;
+            check_and_hash(Arc::make_mut(inner), false)?;
         }
     }
     if !is_page_root && node.lone_leaf().is_some() {

@@ -15,7 +15,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use verity_codec::page::{PageDelta, PageImage, PageRecord, Terminal};
+use verity_codec::page::{PageDelta, PageRecord};
 use verity_codec::varint;
 
 use crate::error::MerkleError;
@@ -100,6 +100,10 @@ pub struct UpdateStats {
     pub deltas: usize,
     /// Pages removed.
     pub removed: usize,
+    /// Time spent reading pages from the source.
+    pub read_time: std::time::Duration,
+    /// Time spent computing the new pages, hashes and records.
+    pub compute_time: std::time::Duration,
 }
 
 /// The result of a batch update.
@@ -159,7 +163,9 @@ pub fn apply<S: PageSource + ?Sized>(
     if let Some(i) = updates.windows(2).position(|w| w[0].0 >= w[1].0) {
         return Err(MerkleError::UnsortedUpdates { index: i + 1 });
     }
+    let started = std::time::Instant::now();
     let pages = prefetch(source, read_version, updates)?;
+    let read_time = started.elapsed();
     let ctx = Ctx {
         pages: &pages,
         version: write_version,
@@ -176,6 +182,8 @@ pub fn apply<S: PageSource + ?Sized>(
     };
     let mut stats = UpdateStats {
         pages_read: pages.len(),
+        read_time,
+        compute_time: started.elapsed() - read_time,
         ..UpdateStats::default()
     };
     for w in &out.writes {
@@ -361,7 +369,8 @@ fn update_slot(
     out: &mut Out,
 ) -> Result<(), MerkleError> {
     match slot {
-        Node::Inner(inner) => {
+        Node::Inner(shared) => {
+            let inner = Arc::make_mut(shared);
             update_inner(ctx, inner, depth, rel, ups, out)?;
             if inner.occupied() == 0 {
                 *slot = Node::Empty;
@@ -379,7 +388,7 @@ fn update_slot(
                 Node::Leaf(l) => Some(l),
                 _ => None,
             };
-            let leaves = merge(existing.as_deref(), ups);
+            let leaves = merge(existing.as_ref(), ups);
             *slot = build(ctx, depth, rel, &leaves, out)?;
         }
     }
@@ -418,7 +427,7 @@ fn build(
 ) -> Result<Node, MerkleError> {
     match leaves {
         [] => Ok(Node::Empty),
-        [(k, v)] => Ok(Node::Leaf(Box::new(Leaf::new(*k, *v)))),
+        [(k, v)] => Ok(Node::Leaf(Leaf::new(*k, *v))),
         _ if depth >= 64 => Err(MerkleError::UnsortedUpdates { index: 0 }),
         _ if rel == PAGE_LEVELS => {
             let path = PagePath::from_key(&leaves[0].0, depth);
@@ -431,7 +440,7 @@ fn build(
         _ => {
             let mut inner = Inner::default();
             build_children(ctx, &mut inner, depth, rel, leaves, out)?;
-            Ok(Node::Inner(Box::new(inner)))
+            Ok(Node::Inner(Arc::new(inner)))
         }
     }
 }
@@ -451,17 +460,10 @@ fn build_children(
     })
 }
 
-/// Exact length of the base record of `image`.
-fn base_len(image: &PageImage) -> usize {
-    let body: usize = image
-        .entries
-        .iter()
-        .map(|(_, t)| match t {
-            Terminal::Leaf { .. } => 67,
-            Terminal::Child { .. } => 35,
-        })
-        .sum();
-    3 + varint::len(image.entries.len() as u64) + body
+/// About the length of a base record of `terminals` terminals (leaves take
+/// 67 bytes, child references 35; the estimate counts leaves).
+fn base_len(terminals: usize) -> usize {
+    3 + varint::len(terminals as u64) + 67 * terminals
 }
 
 /// Records the new state of the page at `path`.
@@ -490,11 +492,10 @@ fn emit(
         }
         return;
     };
-    let image = page.to_image();
     let mut write = None;
     if let Some(o) = old {
-        let delta = PageDelta::between(&o.page.to_image(), &image);
-        if delta.changes.is_empty() {
+        let changes = page.changes_since(&o.page);
+        if changes.is_empty() {
             return;
         }
         out.stale.push(StalePage {
@@ -502,9 +503,11 @@ fn emit(
             version: o.version,
             superseded_at: version,
         });
-        let record = PageRecord::Delta(delta).encode();
+        let levels = PAGE_LEVELS as u8;
+        let record = PageRecord::Delta(PageDelta { levels, changes }).encode();
         let chain_bytes = u64::from(o.chain.delta_bytes) + record.len() as u64;
-        let limit = base_len(&image) as u64 * u64::from(ctx.policy.max_chain_percent) / 100;
+        let base = base_len(page.terminal_count()) as u64;
+        let limit = base * u64::from(ctx.policy.max_chain_percent) / 100;
         if o.chain.deltas < ctx.policy.max_deltas && chain_bytes < limit {
             let chain = ChainInfo {
                 deltas: o.chain.deltas + 1,
@@ -515,7 +518,7 @@ fn emit(
     }
     let (record, kind, chain) = write.unwrap_or_else(|| {
         (
-            PageRecord::Base(image).encode(),
+            PageRecord::Base(page.to_image()).encode(),
             RecordKind::Base,
             ChainInfo::default(),
         )

@@ -52,7 +52,11 @@ fn fixture(test: &str, keys: usize) -> Fixture {
         trie.source().apply(&out).expect("apply");
         versions.push((state.clone(), out.root));
     }
-    Fixture { trie, versions, rng }
+    Fixture {
+        trie,
+        versions,
+        rng,
+    }
 }
 
 impl Fixture {
@@ -88,17 +92,29 @@ fn single_key_proofs_at_every_version() {
             let (k, val, absent) = f.present_and_absent(v);
             let p = f.trie.prove(v as u64, &[k]).expect("prove");
             assert_eq!(verify(&root, &p, &[(k, Some(val))]), Ok(()));
-            assert!(matches!(verify(&root, &p, &[(k, Some([9; 32]))]), Err(ProofError::WrongClaim { .. })));
+            assert!(matches!(
+                verify(&root, &p, &[(k, Some([9; 32]))]),
+                Err(ProofError::WrongClaim { .. })
+            ));
             assert!(verify(&root, &p, &[(k, None)]).is_err());
-            assert!(verify(&[3; 32], &p, &[(k, Some(val))]).is_err(), "wrong root");
+            assert!(
+                verify(&[3; 32], &p, &[(k, Some(val))]).is_err(),
+                "wrong root"
+            );
             // The proof of `k` says nothing true of another key holding its
             // value (it may prove that key absent, when their paths meet).
-            assert!(verify(&root, &p, &[(absent, Some(val))]).is_err(), "proof of another key");
+            assert!(
+                verify(&root, &p, &[(absent, Some(val))]).is_err(),
+                "proof of another key"
+            );
 
             let q = f.trie.prove(v as u64, &[absent]).expect("prove absent");
             assert_eq!(verify(&root, &q, &[(absent, None)]), Ok(()));
             assert!(verify(&root, &q, &[(absent, Some(val))]).is_err());
-            assert!(verify(&root, &q, &[(k, None)]).is_err(), "proof of another key");
+            assert!(
+                verify(&root, &q, &[(k, None)]).is_err(),
+                "proof of another key"
+            );
 
             // Round trip through the wire form.
             assert_eq!(Proof::decode(&p.encode()).expect("decode"), p);
@@ -122,8 +138,14 @@ fn every_single_byte_change_of_a_proof_is_rejected() {
     let root = f.versions[v].1;
     let (k, val, absent) = f.present_and_absent(v);
     let cases = [
-        (f.trie.prove(v as u64, &[k]).expect("prove"), vec![(k, Some(val))]),
-        (f.trie.prove(v as u64, &[absent]).expect("prove"), vec![(absent, None)]),
+        (
+            f.trie.prove(v as u64, &[k]).expect("prove"),
+            vec![(k, Some(val))],
+        ),
+        (
+            f.trie.prove(v as u64, &[absent]).expect("prove"),
+            vec![(absent, None)],
+        ),
     ];
     for (proof, claims) in cases {
         let bytes = proof.encode();
@@ -133,7 +155,10 @@ fn every_single_byte_change_of_a_proof_is_rejected() {
                 let mut bad = bytes.clone();
                 bad[i] = bad[i].wrapping_add(delta);
                 if let Ok(p) = Proof::decode(&bad) {
-                    assert!(verify(&root, &p, &claims).is_err(), "byte {i} + {delta} still verifies");
+                    assert!(
+                        verify(&root, &p, &claims).is_err(),
+                        "byte {i} + {delta} still verifies"
+                    );
                 }
             }
         }
@@ -159,9 +184,16 @@ fn multiproofs_share_siblings_and_check_every_claim() {
         let keys: Vec<H> = claims.iter().map(|c| c.0).collect();
         let proof = f.trie.prove(v as u64, &keys).expect("prove");
         assert_eq!(verify(&root, &proof, &claims), Ok(()));
-        let singles: usize =
-            keys.iter().map(|k| f.trie.prove(v as u64, &[*k]).expect("prove").encoded_len()).sum();
-        assert!(proof.encoded_len() < singles, "{} >= {}", proof.encoded_len(), singles);
+        let singles: usize = keys
+            .iter()
+            .map(|k| f.trie.prove(v as u64, &[*k]).expect("prove").encoded_len())
+            .sum();
+        assert!(
+            proof.encoded_len() < singles,
+            "{} >= {}",
+            proof.encoded_len(),
+            singles
+        );
         // A subset of the keys is covered too.
         assert_eq!(verify(&root, &proof, &claims[..3]), Ok(()));
         // Each wrong claim is caught.
@@ -185,7 +217,10 @@ fn multiproofs_share_siblings_and_check_every_claim() {
         // Unsorted claims are refused.
         let mut unsorted = claims.clone();
         unsorted.swap(0, 1);
-        assert!(matches!(verify(&root, &proof, &unsorted), Err(ProofError::UnsortedClaims { .. })));
+        assert!(matches!(
+            verify(&root, &proof, &unsorted),
+            Err(ProofError::UnsortedClaims { .. })
+        ));
     }
     assert!(f.trie.prove(1, &[[2; 32], [1; 32]]).is_err());
 }
@@ -200,7 +235,10 @@ fn range_proofs_page_through_the_whole_state() {
         let mut from = [0u8; 32];
         let mut seen = Vec::new();
         loop {
-            let (entries, proof) = f.trie.prove_range(v as u64, &from, limit).expect("prove range");
+            let (entries, proof) = f
+                .trie
+                .prove_range(v as u64, &from, limit)
+                .expect("prove range");
             assert_eq!(verify_range(&root, &proof, &entries), Ok(()));
             let decoded = RangeProof::decode(&proof.encode()).expect("decode");
             assert_eq!(verify_range(&root, &decoded, &entries), Ok(()));
@@ -208,7 +246,10 @@ fn range_proofs_page_through_the_whole_state() {
                 // One entry left out, one entry added, one value changed.
                 let mut missing = entries.clone();
                 missing.remove(f.rng.gen_range(0..missing.len()));
-                assert!(matches!(verify_range(&root, &proof, &missing), Err(ProofError::RangeMismatch { .. })));
+                assert!(matches!(
+                    verify_range(&root, &proof, &missing),
+                    Err(ProofError::RangeMismatch { .. })
+                ));
                 let mut changed = entries.clone();
                 changed[0].1[0] ^= 1;
                 assert!(verify_range(&root, &proof, &changed).is_err());
@@ -225,7 +266,10 @@ fn range_proofs_page_through_the_whole_state() {
             let mut stretched = RangeProof::decode(&proof.encode()).expect("decode");
             stretched.to = [0xff; 32];
             let more_follow = all.last().is_some_and(|(k, _)| *k > proof.to);
-            assert_eq!(verify_range(&root, &stretched, &entries).is_err(), more_follow);
+            assert_eq!(
+                verify_range(&root, &stretched, &entries).is_err(),
+                more_follow
+            );
             // The next page starts just after the last key.
             let mut next = proof.to;
             for b in next.iter_mut().rev() {
@@ -253,7 +297,9 @@ fn proofs_over_the_empty_and_tiny_tries() {
     assert!(entries.is_empty());
     assert_eq!(verify_range(&empty, &range, &[]), Ok(()));
 
-    let out = trie.update(0, 1, &[([1; 32], Some([2; 32]))]).expect("update");
+    let out = trie
+        .update(0, 1, &[([1; 32], Some([2; 32]))])
+        .expect("update");
     trie.source().apply(&out).expect("apply");
     let p = trie.prove(1, &[[1; 32]]).expect("prove");
     assert_eq!(verify(&out.root, &p, &[([1; 32], Some([2; 32]))]), Ok(()));
