@@ -32,5 +32,5 @@ pub use verity_merkle as merkle;
 pub use verity_merkle::hash::{key_hash, value_hash};
 pub use verity_merkle::{
     verify, verify_range, DeltaPolicy, Hash, KeyHash, MemPageStore, MerkleError, PageSource, Proof,
-    ProofError, RangeProof, Trie, UpdateOutput, ValueHash, EMPTY,
+    ProofError, RangeProof, Trie, Update, UpdateOutput, ValueHash, EMPTY,
 };

@@ -328,7 +328,7 @@ fn diff(
 }
 
 fn terminals_of(node: &Node, depth: u8, path: u16, out: &mut Vec<(SlotPos, Terminal)>) {
-    let pos = || SlotPos::new(depth, path).unwrap_or_else(|| unreachable_pos());
+    let pos = || SlotPos::new(depth, path).unwrap_or_else(unreachable_pos);
     match node {
         Node::Empty => {}
         Node::Leaf(l) => out.push((
@@ -361,7 +361,7 @@ fn check_and_hash(node: &mut Inner, is_page_root: bool) -> Result<(), &'static s
 fn collect_terminals(node: &Inner, depth: u8, nibbles: u16, out: &mut Vec<(SlotPos, Terminal)>) {
     for (n, child) in node.children.iter().enumerate() {
         let path = nibbles << 4 | n as u16;
-        let pos = || SlotPos::new(depth + 1, path).unwrap_or_else(|| unreachable_pos());
+        let pos = || SlotPos::new(depth + 1, path).unwrap_or_else(unreachable_pos);
         match child {
             Node::Empty => {}
             Node::Leaf(l) => out.push((

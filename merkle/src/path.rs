@@ -34,7 +34,8 @@ impl PagePath {
         }
     }
 
-    /// Number of nibbles.
+    /// Number of nibbles ([`is_root`](Self::is_root) says whether it is 0).
+    #[expect(clippy::len_without_is_empty, reason = "is_root is the emptiness test")]
     pub fn len(&self) -> usize {
         usize::from(self.len)
     }

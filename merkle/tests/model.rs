@@ -49,7 +49,7 @@ fn arb_history() -> impl Strategy<Value = (Vec<H>, Vec<Vec<Op>>, u64)> {
     )
 }
 
-pub fn runner(test: &str, cases: u32) -> TestRunner {
+fn runner(test: &str, cases: u32) -> TestRunner {
     let s = seed(test);
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&s.to_le_bytes());

@@ -151,7 +151,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     while loaded < args.keys {
         let n = (args.keys - loaded).min(load_block as u64) as usize;
         let mut batch: Vec<_> = (0..n).map(|_| (w.new_key(), Some(w.value()))).collect();
-        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        batch.sort_unstable_by_key(|u| u.0);
         batch.dedup_by(|a, b| a.0 == b.0);
         w.live.extend(batch.iter().map(|u| u.0));
         let out = trie.update(version, version + 1, &batch)?;
@@ -198,7 +198,7 @@ fn bench(args: BenchArgs) -> Result<()> {
                     batch.push((w.live.swap_remove(i), None));
                 }
             }
-            batch.sort_by(|a, b| a.0.cmp(&b.0));
+            batch.sort_by_key(|u| u.0);
             // The last operation on a key wins.
             batch.reverse();
             batch.dedup_by(|a, b| a.0 == b.0);
