@@ -6,10 +6,12 @@
 //! below the version and the deltas after it, exactly as a store on disk
 //! does, so tests of this store test the record formats too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use rayon::prelude::*;
+use rustc_hash::FxHashMap as HashMap;
 use verity_codec::page::{PageImage, PageRecord};
 
 use crate::error::MerkleError;
@@ -71,6 +73,23 @@ impl MemPageStore {
             return Err(MerkleError::InvalidVersion(
                 "updates must be applied in increasing version order",
             ));
+        }
+        // Every record must follow the newest one stored for its page, or a
+        // delta would be read against the wrong predecessor.
+        for w in &output.writes {
+            let newest = state
+                .history
+                .get(&w.path)
+                .and_then(|r| r.keys().next_back().copied());
+            let expected = match newest {
+                Some(v) if state.latest.contains_key(&w.path) => Some(v),
+                _ => None,
+            };
+            if w.previous != expected {
+                return Err(MerkleError::InvalidVersion(
+                    "the update was not built on the newest version of the store",
+                ));
+            }
         }
         for w in &output.writes {
             state
@@ -239,24 +258,52 @@ fn rebuild(
     }))
 }
 
+/// The page at `path` as of `version` in `state`.
+fn page_in(
+    state: &State,
+    path: &PagePath,
+    version: u64,
+) -> Result<Option<VersionedPage>, MerkleError> {
+    if version < state.floor {
+        return Err(MerkleError::InvalidVersion(
+            "version is below the retention floor",
+        ));
+    }
+    let Some(records) = state.history.get(path) else {
+        return Ok(None);
+    };
+    let Some((&v, _)) = records.range(..=version).next_back() else {
+        return Ok(None);
+    };
+    match state.latest.get(path) {
+        Some(vp) if vp.version == v => Ok(Some(vp.clone())),
+        _ if records.keys().next_back() == Some(&v) => Ok(None),
+        _ => rebuild(records, path, v),
+    }
+}
+
+/// Batches at least this large are read on several threads.
+const PARALLEL_READS: usize = 64;
+
 impl PageSource for MemPageStore {
     fn page(&self, path: &PagePath, version: u64) -> Result<Option<VersionedPage>, MerkleError> {
+        page_in(&self.state.read(), path, version)
+    }
+
+    fn pages(
+        &self,
+        paths: &[PagePath],
+        version: u64,
+    ) -> Result<Vec<Option<VersionedPage>>, MerkleError> {
         let state = self.state.read();
-        if version < state.floor {
-            return Err(MerkleError::InvalidVersion(
-                "version is below the retention floor",
-            ));
-        }
-        let Some(records) = state.history.get(path) else {
-            return Ok(None);
-        };
-        let Some((&v, _)) = records.range(..=version).next_back() else {
-            return Ok(None);
-        };
-        match state.latest.get(path) {
-            Some(vp) if vp.version == v => Ok(Some(vp.clone())),
-            _ if records.keys().next_back() == Some(&v) => Ok(None),
-            _ => rebuild(records, path, v),
+        let state: &State = &state;
+        if paths.len() >= PARALLEL_READS {
+            paths
+                .par_iter()
+                .map(|p| page_in(state, p, version))
+                .collect()
+        } else {
+            paths.iter().map(|p| page_in(state, p, version)).collect()
         }
     }
 }

@@ -248,6 +248,9 @@ impl Page {
                     }
                     Node::Leaf(Leaf::new(*key_hash, *value_hash))
                 }
+                Terminal::Child { hash } if *hash == EMPTY => {
+                    return Err(bad("a child page reference hashes to the empty subtree"))
+                }
                 Terminal::Child { hash } => Node::Page(*hash),
             };
         }

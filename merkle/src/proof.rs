@@ -88,9 +88,9 @@ impl RangeProof {
         })
     }
 
-    /// Bytes of the wire form.
+    /// Bytes of the wire form (format byte, both bounds, proof tree).
     pub fn encoded_len(&self) -> usize {
-        64 + self.image.encoded_len()
+        65 + self.image.encoded_len()
     }
 }
 

@@ -10,11 +10,11 @@
 //! slots. Subtrees under different nibbles of the top levels are updated on
 //! different threads.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
 use rayon::prelude::*;
+use rustc_hash::FxHashMap as HashMap;
 use verity_codec::page::{PageDelta, PageRecord};
 use verity_codec::varint;
 
@@ -72,6 +72,10 @@ pub struct PageWrite {
     pub kind: RecordKind,
     /// The page's delta chain including this record.
     pub chain: ChainInfo,
+    /// The version of the record this one follows (the page as read), if
+    /// any: a delta applies to exactly that record, so a store must refuse
+    /// the write when it holds a newer one.
+    pub previous: Option<u64>,
 }
 
 /// A page record that no version from `superseded_at` on reads.
@@ -221,7 +225,7 @@ fn prefetch<S: PageSource + ?Sized>(
     version: u64,
     updates: &[Update],
 ) -> Result<HashMap<PagePath, VersionedPage>, MerkleError> {
-    let mut pages = HashMap::new();
+    let mut pages = HashMap::default();
     let Some(root) = source.page(&PagePath::ROOT, version)? else {
         return Ok(pages);
     };
@@ -428,7 +432,9 @@ fn build(
     match leaves {
         [] => Ok(Node::Empty),
         [(k, v)] => Ok(Node::Leaf(Leaf::new(*k, *v))),
-        _ if depth >= 64 => Err(MerkleError::UnsortedUpdates { index: 0 }),
+        _ if depth >= 64 => Err(MerkleError::InvalidArgument(
+            "two leaves share a whole key hash",
+        )),
         _ if rel == PAGE_LEVELS => {
             let path = PagePath::from_key(&leaves[0].0, depth);
             let mut root = Inner::default();
@@ -488,6 +494,7 @@ fn emit(
                 record: PageRecord::Removed.encode(),
                 kind: RecordKind::Removed,
                 chain: ChainInfo::default(),
+                previous: Some(o.version),
             });
         }
         return;
@@ -529,5 +536,6 @@ fn emit(
         record,
         kind,
         chain,
+        previous: old.map(|o| o.version),
     });
 }
