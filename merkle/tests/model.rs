@@ -252,16 +252,22 @@ fn unsorted_updates_and_stale_versions_are_rejected() {
 fn an_update_built_on_an_old_version_is_refused() {
     let trie = Trie::new(MemPageStore::new());
     for v in 1..=2u64 {
-        let out = trie.update(v - 1, v, &[([v as u8; 32], Some([1; 32]))]).expect("update");
+        let out = trie
+            .update(v - 1, v, &[([v as u8; 32], Some([1; 32]))])
+            .expect("update");
         trie.source().apply(&out).expect("apply");
     }
     // Built on version 1 while the store holds version 2: its root page
     // record would follow the wrong predecessor.
-    let stale = trie.update(1, 3, &[([9; 32], Some([1; 32]))]).expect("update");
+    let stale = trie
+        .update(1, 3, &[([9; 32], Some([1; 32]))])
+        .expect("update");
     assert!(matches!(
         trie.source().apply(&stale),
         Err(verity_merkle::MerkleError::InvalidVersion(_))
     ));
-    let fresh = trie.update(2, 3, &[([9; 32], Some([1; 32]))]).expect("update");
+    let fresh = trie
+        .update(2, 3, &[([9; 32], Some([1; 32]))])
+        .expect("update");
     trie.source().apply(&fresh).expect("apply");
 }
