@@ -10,21 +10,24 @@ fn verity(args: &[&str]) -> std::process::Output {
         .expect("run verity")
 }
 
+/// A run of a few seconds at most.
+const SMALL: &[&str] = &[
+    "bench",
+    "--keys",
+    "5000",
+    "--blocks",
+    "3",
+    "--block-size",
+    "500",
+    "--proofs",
+    "50",
+    "--seed",
+    "3",
+];
+
 #[test]
 fn a_small_bench_reports_load_blocks_and_proofs() {
-    let out = verity(&[
-        "bench",
-        "--keys",
-        "5000",
-        "--blocks",
-        "3",
-        "--block-size",
-        "500",
-        "--proofs",
-        "50",
-        "--seed",
-        "3",
-    ]);
+    let out = verity(SMALL);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -42,19 +45,7 @@ fn a_small_bench_reports_load_blocks_and_proofs() {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
     // The same seed gives the same final root.
-    let again = verity(&[
-        "bench",
-        "--keys",
-        "5000",
-        "--blocks",
-        "3",
-        "--block-size",
-        "500",
-        "--proofs",
-        "50",
-        "--seed",
-        "3",
-    ]);
+    let again = verity(SMALL);
     let root = |s: &str| {
         s.lines()
             .find(|l| l.starts_with("final root"))

@@ -330,6 +330,7 @@ fn diff(
     }
 }
 
+/// Appends the terminals of the slot `node` at position `(depth, path)`.
 fn terminals_of(node: &Node, depth: u8, path: u16, out: &mut Vec<(SlotPos, Terminal)>) {
     let pos = || SlotPos::new(depth, path).unwrap_or_else(unreachable_pos);
     match node {
@@ -361,22 +362,11 @@ fn check_and_hash(node: &mut Inner, is_page_root: bool) -> Result<(), &'static s
     Ok(())
 }
 
+/// Appends the terminals below `node` (at `depth` nibbles below the page
+/// root along `nibbles`).
 fn collect_terminals(node: &Inner, depth: u8, nibbles: u16, out: &mut Vec<(SlotPos, Terminal)>) {
     for (n, child) in node.children.iter().enumerate() {
-        let path = nibbles << 4 | n as u16;
-        let pos = || SlotPos::new(depth + 1, path).unwrap_or_else(unreachable_pos);
-        match child {
-            Node::Empty => {}
-            Node::Leaf(l) => out.push((
-                pos(),
-                Terminal::Leaf {
-                    key_hash: l.key_hash,
-                    value_hash: l.value_hash,
-                },
-            )),
-            Node::Page(h) => out.push((pos(), Terminal::Child { hash: *h })),
-            Node::Inner(inner) => collect_terminals(inner, depth + 1, path, out),
-        }
+        terminals_of(child, depth + 1, nibbles << 4 | n as u16, out);
     }
 }
 
