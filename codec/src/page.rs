@@ -303,6 +303,12 @@ impl PageRecord {
         }
     }
 
+    /// True when `bytes` start like a delta record (format and kind bytes
+    /// only; the rest is not checked).
+    pub fn is_delta(bytes: &[u8]) -> bool {
+        bytes.get(..2) == Some(&[PAGE_FORMAT, KIND_DELTA])
+    }
+
     /// Decodes a record from untrusted bytes.
     pub fn decode(bytes: &[u8]) -> Result<PageRecord> {
         let mut r = Reader::new(bytes, "page record");

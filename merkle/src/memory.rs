@@ -199,7 +199,7 @@ impl MemPageStore {
 fn chain_of(records: &BTreeMap<u64, Arc<[u8]>>, version: u64) -> ChainInfo {
     let mut chain = ChainInfo::default();
     for (_, bytes) in records.range(..=version).rev() {
-        if bytes.get(1) == Some(&2) {
+        if PageRecord::is_delta(bytes) {
             chain.deltas += 1;
             chain.delta_bytes += bytes.len() as u32;
         } else {

@@ -290,18 +290,26 @@ fn update_page(
     let mut root = old.map(|o| o.page.root.clone()).unwrap_or_default();
     update_inner(ctx, &mut root, path.len(), 0, ups, out)?;
     if !path.is_root() {
-        if root.occupied() == 0 {
+        if let Some(node) = collapse(&mut root) {
             emit(ctx, path, old, None, out);
-            return Ok(Node::Empty);
-        }
-        if let Some(i) = root.lone_leaf() {
-            emit(ctx, path, old, None, out);
-            return Ok(std::mem::take(&mut root.children[i]));
+            return Ok(node);
         }
     }
     let hash = root.hash();
     emit(ctx, path, old, Some(Page { root }), out);
     Ok(Node::Page(hash))
+}
+
+/// What an internal node that is no longer canonical becomes: `Empty` when
+/// no slot is occupied, its leaf when a lone leaf is left (the leaf moves
+/// up); `None` while it still holds two keys or more.
+fn collapse(inner: &mut Inner) -> Option<Node> {
+    if inner.occupied() == 0 {
+        return Some(Node::Empty);
+    }
+    inner
+        .lone_leaf()
+        .map(|i| std::mem::take(&mut inner.children[i]))
 }
 
 /// Runs `f` on every child of `inner` that has a group, in parallel near
@@ -376,11 +384,8 @@ fn update_slot(
         Node::Inner(shared) => {
             let inner = Arc::make_mut(shared);
             update_inner(ctx, inner, depth, rel, ups, out)?;
-            if inner.occupied() == 0 {
-                *slot = Node::Empty;
-            } else if let Some(i) = inner.lone_leaf() {
-                let leaf = std::mem::take(&mut inner.children[i]);
-                *slot = leaf;
+            if let Some(node) = collapse(inner) {
+                *slot = node;
             }
         }
         Node::Page(_) => {
