@@ -6,26 +6,47 @@
 //! below the version and the deltas after it, exactly as a store on disk
 //! does, so tests of this store test the record formats too.
 
-use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use rayon::prelude::*;
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 use verity_codec::page::{PageImage, PageRecord};
 
 use crate::error::MerkleError;
 use crate::page::{ChainInfo, Page, VersionedPage};
 use crate::path::PagePath;
 use crate::source::PageSource;
-use crate::update::UpdateOutput;
+use crate::update::{PageWrite, UpdateOutput};
 
+/// Records of one page, oldest first.
+type Records = Vec<(u64, Arc<[u8]>)>;
+
+/// Everything the store holds of one page path.
 #[derive(Default)]
-struct State {
-    /// Decoded newest version of each existing page.
-    latest: HashMap<PagePath, VersionedPage>,
-    /// Every retained record of each page, by version.
-    history: HashMap<PagePath, BTreeMap<u64, Arc<[u8]>>>,
+struct Entry {
+    /// Decoded newest version, while the page exists.
+    latest: Option<VersionedPage>,
+    /// Every retained record, by increasing version.
+    records: Records,
+}
+
+impl Entry {
+    /// Index just past the newest record at or below `version`.
+    fn upto(&self, version: u64) -> usize {
+        self.records.partition_point(|r| r.0 <= version)
+    }
+}
+
+/// Pages are spread over this many independently locked maps, so an update's
+/// records are filed on every core at once.
+const SHARDS: usize = 64;
+
+type Shard = HashMap<PagePath, Entry>;
+
+#[derive(Default, Clone, Copy)]
+struct Meta {
     /// Newest version applied.
     version: u64,
     /// Oldest version still readable.
@@ -33,9 +54,26 @@ struct State {
 }
 
 /// A multi-version page store in memory.
-#[derive(Default)]
+///
+/// Readers hold `meta` for reading across a read, so `prune` (which holds
+/// it for writing while it rewrites records) never shows them a
+/// half-pruned page. `apply` only adds records above every version a reader
+/// can ask for, so it runs beside readers and takes `meta` just to publish
+/// the new version; `writer` keeps applies and prunes one at a time.
 pub struct MemPageStore {
-    state: RwLock<State>,
+    writer: Mutex<()>,
+    meta: RwLock<Meta>,
+    shards: Box<[RwLock<Shard>]>,
+}
+
+impl Default for MemPageStore {
+    fn default() -> Self {
+        MemPageStore {
+            writer: Mutex::new(()),
+            meta: RwLock::default(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
 }
 
 /// Sizes of a [`MemPageStore`].
@@ -49,6 +87,10 @@ pub struct MemStats {
     pub record_bytes: usize,
 }
 
+fn shard_of(path: &PagePath) -> usize {
+    (FxBuildHasher.hash_one(path) >> 58) as usize % SHARDS
+}
+
 impl MemPageStore {
     /// An empty store (every version reads as the empty trie).
     pub fn new() -> Self {
@@ -57,61 +99,59 @@ impl MemPageStore {
 
     /// Newest version applied (0 before the first).
     pub fn version(&self) -> u64 {
-        self.state.read().version
+        self.meta.read().version
     }
 
     /// Oldest version still readable.
     pub fn floor(&self) -> u64 {
-        self.state.read().floor
+        self.meta.read().floor
     }
 
     /// Stores the records of an update. Versions must be applied in
-    /// increasing order.
+    /// increasing order, each built on the newest version stored.
     pub fn apply(&self, output: &UpdateOutput) -> Result<(), MerkleError> {
-        let mut state = self.state.write();
-        if output.version <= state.version {
+        let _writer = self.writer.lock();
+        if output.version <= self.version() {
             return Err(MerkleError::InvalidVersion(
                 "updates must be applied in increasing version order",
             ));
         }
+        let mut by_shard: Vec<Vec<&PageWrite>> = vec![Vec::new(); SHARDS];
+        for w in &output.writes {
+            by_shard[shard_of(&w.path)].push(w);
+        }
         // Every record must follow the newest one stored for its page, or a
-        // delta would be read against the wrong predecessor.
-        for w in &output.writes {
-            let newest = state
-                .history
-                .get(&w.path)
-                .and_then(|r| r.keys().next_back().copied());
-            let expected = match newest {
-                Some(v) if state.latest.contains_key(&w.path) => Some(v),
-                _ => None,
-            };
-            if w.previous != expected {
-                return Err(MerkleError::InvalidVersion(
-                    "the update was not built on the newest version of the store",
-                ));
-            }
+        // delta would be read against the wrong predecessor. Checked for
+        // all pages before any is changed.
+        let consistent = by_shard.par_iter().enumerate().all(|(i, writes)| {
+            let shard = self.shards[i].read();
+            writes.iter().all(|w| {
+                let expected = shard
+                    .get(&w.path)
+                    .and_then(|e| e.latest.as_ref().and(e.records.last()))
+                    .map(|r| r.0);
+                w.previous == expected
+            })
+        });
+        if !consistent {
+            return Err(MerkleError::InvalidVersion(
+                "the update was not built on the newest version of the store",
+            ));
         }
-        for w in &output.writes {
-            state
-                .history
-                .entry(w.path)
-                .or_default()
-                .insert(output.version, w.record.as_slice().into());
-            match &w.page {
-                Some(page) => {
-                    let vp = VersionedPage {
-                        version: output.version,
-                        page: page.clone(),
-                        chain: w.chain,
-                    };
-                    state.latest.insert(w.path, vp);
-                }
-                None => {
-                    state.latest.remove(&w.path);
-                }
+        let version = output.version;
+        by_shard.par_iter().enumerate().for_each(|(i, writes)| {
+            let mut shard = self.shards[i].write();
+            for w in writes {
+                let entry = shard.entry(w.path).or_default();
+                entry.records.push((version, w.record.clone()));
+                entry.latest = w.page.as_ref().map(|page| VersionedPage {
+                    version,
+                    page: page.clone(),
+                    chain: w.chain,
+                });
             }
-        }
-        state.version = output.version;
+        });
+        self.meta.write().version = version;
         Ok(())
     }
 
@@ -119,55 +159,28 @@ impl MemPageStore {
     /// (the newest record at or below it becomes a base where it was a
     /// delta).
     pub fn prune(&self, floor: u64) -> Result<(), MerkleError> {
-        let mut state = self.state.write();
-        if floor <= state.floor {
+        let _writer = self.writer.lock();
+        let mut meta = self.meta.write();
+        if floor <= meta.floor {
             return Ok(());
         }
-        let floor = floor.min(state.version);
-        let paths: Vec<PagePath> = state.history.keys().copied().collect();
-        for path in paths {
-            let rebuilt = match state.history[&path].range(..=floor).next_back() {
-                None => continue,
-                Some((&v, _)) => (v, rebuild(&state.history[&path], &path, v)?),
-            };
-            let records = state
-                .history
-                .get_mut(&path)
-                .map(std::mem::take)
-                .unwrap_or_default();
-            let (v, page) = rebuilt;
-            let mut kept: BTreeMap<u64, Arc<[u8]>> =
-                records.into_iter().filter(|(ver, _)| *ver > v).collect();
-            if let Some(vp) = page {
-                kept.insert(v, PageRecord::Base(vp.page.to_image()).encode().into());
-            }
-            if kept.is_empty() {
-                state.history.remove(&path);
-            } else {
-                state.history.insert(path, kept);
-            }
-        }
-        // Chains of pages rewritten above start at a base now.
-        let state = &mut *state;
-        for (path, vp) in state.latest.iter_mut() {
-            if let Some(records) = state.history.get(path) {
-                vp.chain = chain_of(records, vp.version);
-            }
-        }
-        state.floor = floor;
+        let floor = floor.min(meta.version);
+        self.shards
+            .par_iter()
+            .try_for_each(|shard| prune_shard(&mut shard.write(), floor))?;
+        meta.floor = floor;
         Ok(())
     }
 
     /// Record counts and sizes.
     pub fn stats(&self) -> MemStats {
-        let state = self.state.read();
-        let mut stats = MemStats {
-            live_pages: state.latest.len(),
-            ..MemStats::default()
-        };
-        for records in state.history.values() {
-            stats.records += records.len();
-            stats.record_bytes += records.values().map(|r| r.len()).sum::<usize>();
+        let mut stats = MemStats::default();
+        for shard in self.shards.iter() {
+            for entry in shard.read().values() {
+                stats.live_pages += usize::from(entry.latest.is_some());
+                stats.records += entry.records.len();
+                stats.record_bytes += entry.records.iter().map(|r| r.1.len()).sum::<usize>();
+            }
         }
         stats
     }
@@ -179,26 +192,62 @@ impl MemPageStore {
         path: &PagePath,
         version: u64,
     ) -> Result<Option<VersionedPage>, MerkleError> {
-        let state = self.state.read();
-        let Some(records) = state.history.get(path) else {
+        let _meta = self.read_guard(version)?;
+        let shard = self.shards[shard_of(path)].read();
+        let Some(entry) = shard.get(path) else {
             return Ok(None);
         };
-        match records.range(..=version).next_back() {
-            Some((&v, _)) => rebuild(records, path, v),
-            None => Ok(None),
+        match entry.upto(version) {
+            0 => Ok(None),
+            n => rebuild(&entry.records[..n], path),
         }
     }
 
     /// The stored record of `path` at exactly `version`, if any.
     pub fn record(&self, path: &PagePath, version: u64) -> Option<Arc<[u8]>> {
-        self.state.read().history.get(path)?.get(&version).cloned()
+        let _meta = self.meta.read();
+        let shard = self.shards[shard_of(path)].read();
+        let records = &shard.get(path)?.records;
+        let i = records.binary_search_by_key(&version, |r| r.0).ok()?;
+        Some(records[i].1.clone())
     }
 }
 
-/// The chain state of the record at `version`.
-fn chain_of(records: &BTreeMap<u64, Arc<[u8]>>, version: u64) -> ChainInfo {
+/// Drops the records of `shard` that no version from `floor` on reads,
+/// rewriting the newest record at or below `floor` as a base.
+fn prune_shard(shard: &mut Shard, floor: u64) -> Result<(), MerkleError> {
+    let mut emptied = Vec::new();
+    for (path, entry) in shard.iter_mut() {
+        let n = entry.upto(floor);
+        if n == 0 {
+            continue;
+        }
+        let at = entry.records[n - 1].0;
+        let rebuilt = rebuild(&entry.records[..n], path)?;
+        let mut kept: Records = Vec::with_capacity(entry.records.len() - n + 1);
+        if let Some(vp) = rebuilt {
+            kept.push((at, PageRecord::Base(vp.page.to_image()).encode().into()));
+        }
+        kept.extend(entry.records.drain(n..));
+        entry.records = kept;
+        if let Some(latest) = &mut entry.latest {
+            // The chain of a page rewritten above starts at a base now.
+            latest.chain = chain_of(&entry.records);
+        }
+        if entry.records.is_empty() {
+            emptied.push(*path);
+        }
+    }
+    for path in emptied {
+        shard.remove(&path);
+    }
+    Ok(())
+}
+
+/// The chain state of the last of `records`.
+fn chain_of(records: &[(u64, Arc<[u8]>)]) -> ChainInfo {
     let mut chain = ChainInfo::default();
-    for (_, bytes) in records.range(..=version).rev() {
+    for (_, bytes) in records.iter().rev() {
         if PageRecord::is_delta(bytes) {
             chain.deltas += 1;
             chain.delta_bytes += bytes.len() as u32;
@@ -209,20 +258,20 @@ fn chain_of(records: &BTreeMap<u64, Arc<[u8]>>, version: u64) -> ChainInfo {
     chain
 }
 
-/// Rebuilds the page as of the record at exactly `version` from its base
+/// Rebuilds the page as of the last of `records` (not empty) from its base
 /// and deltas.
 fn rebuild(
-    records: &BTreeMap<u64, Arc<[u8]>>,
+    records: &[(u64, Arc<[u8]>)],
     path: &PagePath,
-    version: u64,
 ) -> Result<Option<VersionedPage>, MerkleError> {
+    let version = records.last().map_or(0, |r| r.0);
     let codec = |source| MerkleError::Codec {
         path: *path,
         source,
     };
     let mut chain = Vec::new();
     let mut base: Option<PageImage> = None;
-    for (_, bytes) in records.range(..=version).rev() {
+    for (_, bytes) in records.iter().rev() {
         match PageRecord::decode(bytes).map_err(codec)? {
             PageRecord::Base(image) => {
                 base = Some(image);
@@ -258,36 +307,56 @@ fn rebuild(
     }))
 }
 
-/// The page at `path` as of `version` in `state`.
+/// The page at `path` as of `version` in `shard`.
 fn page_in(
-    state: &State,
+    shard: &Shard,
     path: &PagePath,
     version: u64,
 ) -> Result<Option<VersionedPage>, MerkleError> {
-    if version < state.floor {
-        return Err(MerkleError::InvalidVersion(
-            "version is below the retention floor",
-        ));
+    let Some(entry) = shard.get(path) else {
+        return Ok(None);
+    };
+    let n = entry.upto(version);
+    if n == 0 {
+        return Ok(None);
     }
-    let Some(records) = state.history.get(path) else {
-        return Ok(None);
-    };
-    let Some((&v, _)) = records.range(..=version).next_back() else {
-        return Ok(None);
-    };
-    match state.latest.get(path) {
+    let v = entry.records[n - 1].0;
+    match &entry.latest {
         Some(vp) if vp.version == v => Ok(Some(vp.clone())),
-        _ if records.keys().next_back() == Some(&v) => Ok(None),
-        _ => rebuild(records, path, v),
+        _ if n == entry.records.len() => Ok(None),
+        _ => rebuild(&entry.records[..n], path),
     }
 }
 
 /// Batches at least this large are read on several threads.
 const PARALLEL_READS: usize = 64;
 
+impl MemPageStore {
+    fn read_page(
+        &self,
+        path: &PagePath,
+        version: u64,
+    ) -> Result<Option<VersionedPage>, MerkleError> {
+        page_in(&self.shards[shard_of(path)].read(), path, version)
+    }
+
+    /// Holds off pruning while a read runs, after checking the version
+    /// against the floor.
+    fn read_guard(&self, version: u64) -> Result<RwLockReadGuard<'_, Meta>, MerkleError> {
+        let meta = self.meta.read();
+        if version < meta.floor {
+            return Err(MerkleError::InvalidVersion(
+                "version is below the retention floor",
+            ));
+        }
+        Ok(meta)
+    }
+}
+
 impl PageSource for MemPageStore {
     fn page(&self, path: &PagePath, version: u64) -> Result<Option<VersionedPage>, MerkleError> {
-        page_in(&self.state.read(), path, version)
+        let _meta = self.read_guard(version)?;
+        self.read_page(path, version)
     }
 
     fn pages(
@@ -295,15 +364,14 @@ impl PageSource for MemPageStore {
         paths: &[PagePath],
         version: u64,
     ) -> Result<Vec<Option<VersionedPage>>, MerkleError> {
-        let state = self.state.read();
-        let state: &State = &state;
+        let _meta = self.read_guard(version)?;
         if paths.len() >= PARALLEL_READS {
             paths
                 .par_iter()
-                .map(|p| page_in(state, p, version))
+                .map(|p| self.read_page(p, version))
                 .collect()
         } else {
-            paths.iter().map(|p| page_in(state, p, version)).collect()
+            paths.iter().map(|p| self.read_page(p, version)).collect()
         }
     }
 }

@@ -38,18 +38,25 @@ impl Leaf {
     }
 }
 
-/// A slot of an internal node.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Index of an internal node in its page's node array.
+pub type NodeId = u32;
+
+/// A slot of an internal node. Every variant carries its hash, so a node's
+/// binary tree is rehashed from its slots alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Node {
     /// Nothing below.
     #[default]
     Empty,
-    /// One key (kept inline: copying a page copies its leaves without
-    /// touching other allocations).
+    /// One key, inline.
     Leaf(Leaf),
-    /// An internal node inside the same page. Versions of a page share the
-    /// nodes they have in common; a write copies only the nodes it changes.
-    Inner(Arc<Inner>),
+    /// An internal node of the same page.
+    Inner {
+        /// Its index in [`Page::nodes`].
+        id: NodeId,
+        /// Its hash.
+        hash: Hash,
+    },
     /// The root of a child page (only at the page's last level), by hash.
     Page(Hash),
 }
@@ -61,12 +68,12 @@ impl Node {
         match self {
             Node::Empty => EMPTY,
             Node::Leaf(l) => l.hash,
-            Node::Inner(i) => i.hash(),
-            Node::Page(h) => *h,
+            Node::Inner { hash, .. } | Node::Page(hash) => *hash,
         }
     }
 
     /// True for [`Node::Empty`].
+    #[inline]
     pub fn is_empty(&self) -> bool {
         matches!(self, Node::Empty)
     }
@@ -86,7 +93,7 @@ pub struct Inner {
 impl Default for Inner {
     fn default() -> Self {
         Inner {
-            children: Default::default(),
+            children: [Node::Empty; 16],
             tree: [EMPTY; 15],
         }
     }
@@ -159,12 +166,39 @@ impl Inner {
     }
 }
 
-/// A decoded page: its root node is internal (a page exists only where the
-/// trie has an internal node at a page boundary, and for the trie root).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A decoded page: a subtree of [`PAGE_LEVELS`] nibble levels whose
+/// internal nodes sit in one array (`nodes[0]` is the page's root), so a
+/// page is copied, read and dropped as one block of memory. Its root is
+/// internal: a page exists only where the trie has an internal node at a
+/// page boundary, and for the trie root.
+///
+/// Two pages are equal when they hold the same terminals at the same
+/// positions (their nodes may be numbered differently).
+#[derive(Debug, Clone)]
 pub struct Page {
-    /// The page's root node.
-    pub root: Inner,
+    nodes: Vec<Inner>,
+    /// Nodes in `nodes` that no slot refers to any more.
+    garbage: u32,
+    /// Leaves and child references in the page.
+    terminals: u32,
+}
+
+impl PartialEq for Page {
+    fn eq(&self, other: &Page) -> bool {
+        self.hash() == other.hash() && self.to_image() == other.to_image()
+    }
+}
+
+impl Eq for Page {}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            nodes: vec![Inner::default()],
+            garbage: 0,
+            terminals: 0,
+        }
+    }
 }
 
 /// A page as read from a source: the page, the version that wrote it, and
@@ -189,15 +223,71 @@ pub struct ChainInfo {
 }
 
 impl Page {
+    /// Id of the page's root node.
+    pub const ROOT: NodeId = 0;
+
     /// The page root's hash.
+    #[inline]
     pub fn hash(&self) -> Hash {
-        self.root.hash()
+        self.nodes[0].hash()
+    }
+
+    /// The page's root node.
+    #[inline]
+    pub fn root(&self) -> &Inner {
+        &self.nodes[0]
+    }
+
+    /// The internal node `id` of this page.
+    #[inline]
+    pub fn node(&self, id: NodeId) -> &Inner {
+        &self.nodes[id as usize]
+    }
+
+    /// The internal node `id`, to change (its parent's slot must be updated
+    /// with its new hash).
+    #[inline]
+    pub(crate) fn node_mut(&mut self, id: NodeId) -> &mut Inner {
+        &mut self.nodes[id as usize]
+    }
+
+    /// Adds an empty internal node and returns its id.
+    pub(crate) fn push_node(&mut self) -> NodeId {
+        self.nodes.push(Inner::default());
+        (self.nodes.len() - 1) as NodeId
+    }
+
+    /// Notes that a node is no longer referred to.
+    pub(crate) fn drop_node(&mut self) {
+        self.garbage += 1;
+    }
+
+    /// Number of terminals (what a base record of the page holds).
+    #[inline]
+    pub fn terminal_count(&self) -> usize {
+        self.terminals as usize
+    }
+
+    pub(crate) fn set_terminal_count(&mut self, n: usize) {
+        self.terminals = n as u32;
+    }
+
+    /// Drops unreferenced nodes, renumbering the others in depth-first
+    /// order, once there are any.
+    pub(crate) fn compact(&mut self) {
+        if self.garbage == 0 {
+            return;
+        }
+        let mut nodes = Vec::with_capacity(self.nodes.len() - self.garbage as usize);
+        copy_reachable(&self.nodes, Self::ROOT, &mut nodes);
+        self.nodes = nodes;
+        self.garbage = 0;
     }
 
     /// The page's terminals in position order (its stored form).
     pub fn to_image(&self) -> PageImage {
-        let mut entries = Vec::new();
-        collect_terminals(&self.root, 0, 0, &mut entries);
+        let mut entries = Vec::with_capacity(self.terminals as usize);
+        self.collect_terminals(Self::ROOT, 0, 0, &mut entries);
         entries.sort_unstable_by_key(|e: &(SlotPos, Terminal)| e.0);
         PageImage {
             levels: PAGE_LEVELS as u8,
@@ -215,21 +305,26 @@ impl Page {
         if usize::from(image.levels) != PAGE_LEVELS {
             return Err(bad("page spans a different number of levels"));
         }
-        let mut root = Inner::default();
+        let mut page = Page::default();
         for (pos, terminal) in &image.entries {
             let depth = pos.depth();
-            let mut node = &mut root;
+            let mut id = Self::ROOT;
             for i in 0..depth - 1 {
-                let slot = &mut node.children[usize::from(pos.nibble(i))];
-                if slot.is_empty() {
-                    *slot = Node::Inner(Arc::default());
-                }
-                node = match slot {
-                    Node::Inner(inner) => Arc::make_mut(inner),
+                let n = usize::from(pos.nibble(i));
+                id = match page.node(id).children[n] {
+                    Node::Empty => {
+                        let child = page.push_node();
+                        page.node_mut(id).children[n] = Node::Inner {
+                            id: child,
+                            hash: EMPTY,
+                        };
+                        child
+                    }
+                    Node::Inner { id: child, .. } => child,
                     _ => return Err(bad("a terminal lies below a leaf")),
                 };
             }
-            let slot = &mut node.children[usize::from(pos.nibble(depth - 1))];
+            let slot = &mut page.node_mut(id).children[usize::from(pos.nibble(depth - 1))];
             if !slot.is_empty() {
                 return Err(bad("two terminals share a slot"));
             }
@@ -254,41 +349,35 @@ impl Page {
                 Terminal::Child { hash } => Node::Page(*hash),
             };
         }
-        check_and_hash(&mut root, true).map_err(bad)?;
+        page.terminals = image.entries.len() as u32;
+        page.check_and_hash(Self::ROOT, true).map_err(bad)?;
         if !path.is_root() {
-            let occupied = root.occupied();
-            if occupied == 0 || root.lone_leaf().is_some() {
+            let root = page.root();
+            if root.occupied() == 0 || root.lone_leaf().is_some() {
                 return Err(bad("a non-root page holds fewer than two keys"));
             }
         }
-        Ok(Page { root })
-    }
-}
-
-impl Page {
-    /// Number of terminals (what a base record of the page holds).
-    pub fn terminal_count(&self) -> usize {
-        fn count(node: &Inner) -> usize {
-            node.children
-                .iter()
-                .map(|c| match c {
-                    Node::Empty => 0,
-                    Node::Leaf(_) | Node::Page(_) => 1,
-                    Node::Inner(i) => count(i),
-                })
-                .sum()
-        }
-        count(&self.root)
+        Ok(page)
     }
 
     /// The changed slots from `old` to `self`, in position order: the delta
-    /// that turns the stored form of `old` into that of `self`. Subtrees
-    /// with equal hashes are equal and are skipped without a look inside.
-    pub fn changes_since(&self, old: &Page) -> Vec<(SlotPos, Option<Terminal>)> {
+    /// that turns the stored form of `old` into that of `self`, and the
+    /// number of terminals it removes and adds. Subtrees with equal hashes
+    /// are equal and are skipped without a look inside.
+    pub fn changes_since(&self, old: &Page) -> (Vec<(SlotPos, Option<Terminal>)>, usize, usize) {
         let mut out = Vec::new();
-        diff(&old.root, &self.root, 0, 0, &mut out);
-        // Removals were pushed before additions at the same position; keep
-        // the addition.
+        let (mut removed, mut added) = (0, 0);
+        diff(
+            (old, Self::ROOT),
+            (self, Self::ROOT),
+            0,
+            0,
+            &mut out,
+            &mut removed,
+            &mut added,
+        );
+        // Removals were pushed before additions at the same position (and
+        // the sort is stable); keep the addition.
         out.sort_by_key(|c| c.0);
         out.dedup_by(|later, earlier| {
             if later.0 == earlier.0 {
@@ -298,75 +387,127 @@ impl Page {
                 false
             }
         });
-        out
+        (out, removed, added)
+    }
+
+    /// Appends the terminals below node `id` (at `depth` nibbles below the
+    /// page root along `nibbles`).
+    fn collect_terminals(
+        &self,
+        id: NodeId,
+        depth: u8,
+        nibbles: u16,
+        out: &mut Vec<(SlotPos, Terminal)>,
+    ) {
+        for (n, child) in self.node(id).children.iter().enumerate() {
+            self.terminals_of(child, depth + 1, nibbles << 4 | n as u16, |p, t| {
+                out.push((p, t))
+            });
+        }
+    }
+
+    /// Calls `f` on each terminal of the slot `node` at position
+    /// `(depth, path)`.
+    fn terminals_of(
+        &self,
+        node: &Node,
+        depth: u8,
+        path: u16,
+        mut f: impl FnMut(SlotPos, Terminal),
+    ) {
+        self.walk_terminals(node, depth, path, &mut f);
+    }
+
+    fn walk_terminals(
+        &self,
+        node: &Node,
+        depth: u8,
+        path: u16,
+        f: &mut dyn FnMut(SlotPos, Terminal),
+    ) {
+        let pos = || SlotPos::new(depth, path).unwrap_or_else(unreachable_pos);
+        match node {
+            Node::Empty => {}
+            Node::Leaf(l) => f(
+                pos(),
+                Terminal::Leaf {
+                    key_hash: l.key_hash,
+                    value_hash: l.value_hash,
+                },
+            ),
+            Node::Page(h) => f(pos(), Terminal::Child { hash: *h }),
+            Node::Inner { id, .. } => {
+                for (n, child) in self.node(*id).children.iter().enumerate() {
+                    self.walk_terminals(child, depth + 1, path << 4 | n as u16, f);
+                }
+            }
+        }
+    }
+
+    /// Computes the hashes of every inner node below `id`, bottom up, and
+    /// rejects inner nodes inside the page that hold a lone leaf (the leaf
+    /// belongs higher up).
+    fn check_and_hash(&mut self, id: NodeId, is_page_root: bool) -> Result<(), &'static str> {
+        for n in 0..16 {
+            if let Node::Inner { id: child, .. } = self.node(id).children[n] {
+                self.check_and_hash(child, false)?;
+                let hash = self.node(child).hash();
+                self.node_mut(id).children[n] = Node::Inner { id: child, hash };
+            }
+        }
+        let node = self.node_mut(id);
+        if !is_page_root && node.lone_leaf().is_some() {
+            return Err("an internal node holds a lone leaf");
+        }
+        node.rehash_all();
+        Ok(())
     }
 }
 
+/// Copies node `id` and the nodes below it into `out`, renumbering them.
+fn copy_reachable(nodes: &[Inner], id: NodeId, out: &mut Vec<Inner>) -> NodeId {
+    let at = out.len();
+    out.push(nodes[id as usize].clone());
+    for n in 0..16 {
+        if let Node::Inner { id: child, hash } = out[at].children[n] {
+            let new = copy_reachable(nodes, child, out);
+            out[at].children[n] = Node::Inner { id: new, hash };
+        }
+    }
+    at as NodeId
+}
+
+#[allow(clippy::too_many_arguments)]
 fn diff(
-    old: &Inner,
-    new: &Inner,
+    (old, a): (&Page, NodeId),
+    (new, b): (&Page, NodeId),
     depth: u8,
     nibbles: u16,
     out: &mut Vec<(SlotPos, Option<Terminal>)>,
+    removed: &mut usize,
+    added: &mut usize,
 ) {
-    if old.hash() == new.hash() {
+    let (x, y) = (old.node(a), new.node(b));
+    if x.hash() == y.hash() {
         return;
     }
-    for (n, (a, b)) in old.children.iter().zip(new.children.iter()).enumerate() {
-        if a.hash() == b.hash() {
+    for (n, (p, q)) in x.children.iter().zip(y.children.iter()).enumerate() {
+        if p.hash() == q.hash() {
             continue;
         }
         let path = nibbles << 4 | n as u16;
-        if let (Node::Inner(x), Node::Inner(y)) = (a, b) {
-            diff(x, y, depth + 1, path, out);
+        if let (Node::Inner { id: i, .. }, Node::Inner { id: j, .. }) = (p, q) {
+            diff((old, *i), (new, *j), depth + 1, path, out, removed, added);
             continue;
         }
-        let mut removed = Vec::new();
-        terminals_of(a, depth + 1, path, &mut removed);
-        out.extend(removed.into_iter().map(|(p, _)| (p, None)));
-        let mut added = Vec::new();
-        terminals_of(b, depth + 1, path, &mut added);
-        out.extend(added.into_iter().map(|(p, t)| (p, Some(t))));
-    }
-}
-
-/// Appends the terminals of the slot `node` at position `(depth, path)`.
-fn terminals_of(node: &Node, depth: u8, path: u16, out: &mut Vec<(SlotPos, Terminal)>) {
-    let pos = || SlotPos::new(depth, path).unwrap_or_else(unreachable_pos);
-    match node {
-        Node::Empty => {}
-        Node::Leaf(l) => out.push((
-            pos(),
-            Terminal::Leaf {
-                key_hash: l.key_hash,
-                value_hash: l.value_hash,
-            },
-        )),
-        Node::Page(h) => out.push((pos(), Terminal::Child { hash: *h })),
-        Node::Inner(inner) => collect_terminals(inner, depth, path, out),
-    }
-}
-
-/// Computes the hashes of every inner node, bottom up, and rejects inner
-/// nodes inside the page that hold a lone leaf (the leaf belongs higher up).
-fn check_and_hash(node: &mut Inner, is_page_root: bool) -> Result<(), &'static str> {
-    for child in node.children.iter_mut() {
-        if let Node::Inner(inner) = child {
-            check_and_hash(Arc::make_mut(inner), false)?;
-        }
-    }
-    if !is_page_root && node.lone_leaf().is_some() {
-        return Err("an internal node holds a lone leaf");
-    }
-    node.rehash_all();
-    Ok(())
-}
-
-/// Appends the terminals below `node` (at `depth` nibbles below the page
-/// root along `nibbles`).
-fn collect_terminals(node: &Inner, depth: u8, nibbles: u16, out: &mut Vec<(SlotPos, Terminal)>) {
-    for (n, child) in node.children.iter().enumerate() {
-        terminals_of(child, depth + 1, nibbles << 4 | n as u16, out);
+        old.terminals_of(p, depth + 1, path, |pos, _| {
+            *removed += 1;
+            out.push((pos, None));
+        });
+        new.terminals_of(q, depth + 1, path, |pos, t| {
+            *added += 1;
+            out.push((pos, Some(t)));
+        });
     }
 }
 

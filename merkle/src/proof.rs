@@ -20,7 +20,7 @@ use verity_codec::proof::{ProofImage, ProofNode, RangeProofImage};
 
 use crate::error::{MerkleError, ProofError};
 use crate::hash::{bit, internal_hash, leaf_hash, Hash, KeyHash, ValueHash, EMPTY};
-use crate::page::{Inner, Node};
+use crate::page::{Node, NodeId, Page};
 use crate::path::PagePath;
 use crate::read::{leaves, load};
 use crate::source::PageSource;
@@ -158,7 +158,7 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
     /// `depth`; `prefix` holds the path bits above it.
     fn inner(
         &mut self,
-        inner: &Inner,
+        (page, id): (&Page, NodeId),
         depth: usize,
         level: usize,
         index: usize,
@@ -166,19 +166,20 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
         target: Target<'_>,
     ) -> Result<(), MerkleError> {
         let bits = 4 * depth + level;
+        let inner = page.node(id);
         let hash = inner.subtree_hash(level, index);
         if hash == EMPTY || !target.wants(&prefix, bits) {
             self.closed(hash);
             return Ok(());
         }
         if level == 4 {
-            return self.node(&inner.children[index], depth + 1, prefix, target);
+            return self.node(page, &inner.children[index], depth + 1, prefix, target);
         }
         self.nodes.push(ProofNode::Branch);
         let (left, right) = target.split(bits);
-        self.inner(inner, depth, level + 1, 2 * index, prefix, left)?;
+        self.inner((page, id), depth, level + 1, 2 * index, prefix, left)?;
         self.inner(
-            inner,
+            (page, id),
             depth,
             level + 1,
             2 * index + 1,
@@ -189,6 +190,7 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
 
     fn node(
         &mut self,
+        page: &Page,
         node: &Node,
         depth: usize,
         prefix: KeyHash,
@@ -200,14 +202,14 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
                 key_hash: l.key_hash,
                 value_hash: l.value_hash,
             }),
-            Node::Inner(i) => self.inner(i, depth, 0, 0, prefix, target)?,
+            Node::Inner { id, .. } => self.inner((page, *id), depth, 0, 0, prefix, target)?,
             Node::Page(_) => {
-                let page = load(
+                let child = load(
                     self.source,
                     &PagePath::from_key(&prefix, depth),
                     self.version,
                 )?;
-                self.inner(&page.root, depth, 0, 0, prefix, target)?;
+                self.inner((&child, Page::ROOT), depth, 0, 0, prefix, target)?;
             }
         }
         Ok(())
@@ -220,7 +222,7 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
             version,
             nodes: Vec::new(),
         };
-        prover.inner(&root.root, 0, 0, 0, [0; 32], target)?;
+        prover.inner((&root, Page::ROOT), 0, 0, 0, [0; 32], target)?;
         Ok(ProofImage {
             nodes: prover.nodes,
         })

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::error::MerkleError;
 use crate::hash::{nibble, Hash, KeyHash, ValueHash, EMPTY};
-use crate::page::{Inner, Node, Page};
+use crate::page::{Node, NodeId, Page};
 use crate::path::PagePath;
 use crate::source::PageSource;
 
@@ -39,30 +39,20 @@ pub fn get<S: PageSource + ?Sized>(
     version: u64,
     key_hash: &KeyHash,
 ) -> Result<Option<ValueHash>, MerkleError> {
-    let root = load(source, &PagePath::ROOT, version)?;
-    get_in(source, version, &root.root, 0, key_hash)
-}
-
-fn get_in<S: PageSource + ?Sized>(
-    source: &S,
-    version: u64,
-    mut inner: &Inner,
-    mut depth: usize,
-    key_hash: &KeyHash,
-) -> Result<Option<ValueHash>, MerkleError> {
+    let mut page = load(source, &PagePath::ROOT, version)?;
+    let mut id = Page::ROOT;
+    let mut depth = 0;
     loop {
-        match &inner.children[usize::from(nibble(key_hash, depth))] {
+        match &page.node(id).children[usize::from(nibble(key_hash, depth))] {
             Node::Empty => return Ok(None),
             Node::Leaf(l) => return Ok((l.key_hash == *key_hash).then_some(l.value_hash)),
-            Node::Inner(i) => {
-                inner = i;
-                depth += 1;
-            }
+            Node::Inner { id: child, .. } => id = *child,
             Node::Page(_) => {
-                let page = load(source, &PagePath::from_key(key_hash, depth + 1), version)?;
-                return get_in(source, version, &page.root, depth + 1, key_hash);
+                page = load(source, &PagePath::from_key(key_hash, depth + 1), version)?;
+                id = Page::ROOT;
             }
         }
+        depth += 1;
     }
 }
 
@@ -80,7 +70,7 @@ pub fn leaves<S: PageSource + ?Sized>(
         collect(
             source,
             version,
-            &root.root,
+            (&root, Page::ROOT),
             PagePath::ROOT,
             from,
             limit,
@@ -104,13 +94,13 @@ fn last_under(path: &PagePath) -> KeyHash {
 fn collect<S: PageSource + ?Sized>(
     source: &S,
     version: u64,
-    inner: &Inner,
+    (page, id): (&Page, NodeId),
     at: PagePath,
     from: &KeyHash,
     limit: usize,
     out: &mut Vec<(KeyHash, ValueHash)>,
 ) -> Result<(), MerkleError> {
-    for (n, child) in inner.children.iter().enumerate() {
+    for (n, child) in page.node(id).children.iter().enumerate() {
         if out.len() >= limit {
             break;
         }
@@ -125,10 +115,20 @@ fn collect<S: PageSource + ?Sized>(
                     out.push((l.key_hash, l.value_hash));
                 }
             }
-            Node::Inner(i) => collect(source, version, i, path, from, limit, out)?,
+            Node::Inner { id: child, .. } => {
+                collect(source, version, (page, *child), path, from, limit, out)?
+            }
             Node::Page(_) => {
-                let page = load(source, &path, version)?;
-                collect(source, version, &page.root, path, from, limit, out)?;
+                let child = load(source, &path, version)?;
+                collect(
+                    source,
+                    version,
+                    (&child, Page::ROOT),
+                    path,
+                    from,
+                    limit,
+                    out,
+                )?;
             }
         }
     }

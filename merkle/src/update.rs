@@ -7,8 +7,9 @@
 //! The second is pure computation over the pages read: it rewrites the
 //! touched paths, keeps the trie canonical (a lone leaf moves up, an empty
 //! subtree disappears) and rehashes only the binary nodes above changed
-//! slots. Subtrees under different nibbles of the top levels are updated on
-//! different threads.
+//! slots. A page's child pages are written before the page itself (they
+//! depend on nothing in it, and it needs their new hashes), on several
+//! threads when many updates fall below the page.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use verity_codec::varint;
 
 use crate::error::MerkleError;
 use crate::hash::{nibble, Hash, KeyHash, ValueHash};
-use crate::page::{ChainInfo, Inner, Leaf, Node, Page, VersionedPage, PAGE_LEVELS};
+use crate::page::{ChainInfo, Leaf, Node, NodeId, Page, VersionedPage, PAGE_LEVELS};
 use crate::path::PagePath;
 use crate::source::PageSource;
 
@@ -66,8 +67,8 @@ pub struct PageWrite {
     pub path: PagePath,
     /// The page as of the update's version (`None` when removed), for caches.
     pub page: Option<Arc<Page>>,
-    /// The encoded [`PageRecord`].
-    pub record: Vec<u8>,
+    /// The encoded [`PageRecord`] (shared: stores keep it as it is).
+    pub record: Arc<[u8]>,
     /// What the record holds.
     pub kind: RecordKind,
     /// The page's delta chain including this record.
@@ -125,9 +126,8 @@ pub struct UpdateOutput {
     pub stats: UpdateStats,
 }
 
-/// Below this nibble depth, subtrees with enough updates run in parallel.
-const PARALLEL_DEPTH: usize = 2;
-/// Fewest updates under a node for its children to be split across threads.
+/// Fewest updates below a page for its child pages to be updated on
+/// several threads.
 const PARALLEL_MIN: usize = 256;
 
 struct Ctx<'a> {
@@ -148,6 +148,13 @@ impl Out {
         self.writes.extend(other.writes);
         self.stale.extend(other.stale);
     }
+}
+
+/// A page to write: an existing page and the updates below it, or a new
+/// page and its leaves.
+enum Job<'u> {
+    Update(PagePath, &'u [Update]),
+    Build(PagePath, Vec<(KeyHash, ValueHash)>),
 }
 
 /// Applies `updates` (strictly sorted by key hash) to the trie as of
@@ -235,13 +242,21 @@ fn prefetch<S: PageSource + ?Sized>(
         let mut wanted = Vec::new();
         for (path, range) in &frontier {
             let page = &pages[path].page;
-            child_pages(&page.root, path.len(), updates, range.clone(), &mut wanted);
+            child_pages(
+                page,
+                Page::ROOT,
+                path.len(),
+                updates,
+                range.clone(),
+                &mut wanted,
+            );
         }
         if wanted.is_empty() {
             break;
         }
         let paths: Vec<PagePath> = wanted.iter().map(|w| w.0).collect();
         let got = source.pages(&paths, version)?;
+        pages.reserve(got.len());
         frontier = Vec::with_capacity(wanted.len());
         for ((path, range), page) in wanted.into_iter().zip(got) {
             let page = page.ok_or(MerkleError::MissingPage { path, version })?;
@@ -253,7 +268,8 @@ fn prefetch<S: PageSource + ?Sized>(
 }
 
 fn child_pages(
-    inner: &Inner,
+    page: &Page,
+    id: NodeId,
     depth: usize,
     updates: &[Update],
     range: Range<usize>,
@@ -263,8 +279,10 @@ fn child_pages(
     for (n, group) in groups.into_iter().enumerate() {
         let Some(g) = group else { continue };
         let sub = range.start + g.start..range.start + g.end;
-        match &inner.children[n] {
-            Node::Inner(child) => child_pages(child, depth + 1, updates, sub, wanted),
+        match page.node(id).children[n] {
+            Node::Inner { id: child, .. } => {
+                child_pages(page, child, depth + 1, updates, sub, wanted)
+            }
             Node::Page(_) => {
                 wanted.push((PagePath::from_key(&updates[sub.start].0, depth + 1), sub))
             }
@@ -274,6 +292,10 @@ fn child_pages(
 }
 
 /// Updates the page at `path` and returns what its parent slot now holds.
+///
+/// The child pages below it are written first (on several threads when
+/// there are many updates): they depend on nothing in this page, and this
+/// page needs their new hashes.
 fn update_page(
     ctx: &Ctx<'_>,
     path: PagePath,
@@ -287,121 +309,216 @@ fn update_page(
             version: ctx.read_version,
         });
     }
-    let mut root = old.map(|o| o.page.root.clone()).unwrap_or_default();
-    update_inner(ctx, &mut root, path.len(), 0, ups, out)?;
+    let mut page = old.map(|o| Page::clone(&o.page)).unwrap_or_default();
+    let depth = path.len();
+    let mut jobs = Vec::new();
+    plan_update(&page, Page::ROOT, depth, 0, ups, &mut jobs)?;
+    let mut done = run_jobs(ctx, jobs, ups.len(), out)?.into_iter();
+    update_node(&mut page, Page::ROOT, depth, 0, ups, &mut done)?;
     if !path.is_root() {
-        if let Some(node) = collapse(&mut root) {
+        if let Some(node) = collapse(&mut page, Page::ROOT) {
             emit(ctx, path, old, None, out);
             return Ok(node);
         }
     }
-    let hash = root.hash();
-    emit(ctx, path, old, Some(Page { root }), out);
+    page.compact();
+    let hash = page.hash();
+    emit(ctx, path, old, Some(page), out);
     Ok(Node::Page(hash))
 }
 
-/// What an internal node that is no longer canonical becomes: `Empty` when
-/// no slot is occupied, its leaf when a lone leaf is left (the leaf moves
-/// up); `None` while it still holds two keys or more.
-fn collapse(inner: &mut Inner) -> Option<Node> {
-    if inner.occupied() == 0 {
-        return Some(Node::Empty);
-    }
-    inner
-        .lone_leaf()
-        .map(|i| std::mem::take(&mut inner.children[i]))
+/// Writes the new page at `path` holding `leaves` (sorted, at least two).
+fn build_page(
+    ctx: &Ctx<'_>,
+    path: PagePath,
+    leaves: &[(KeyHash, ValueHash)],
+    out: &mut Out,
+) -> Result<Node, MerkleError> {
+    let depth = path.len();
+    let mut jobs = Vec::new();
+    plan_children(depth, 0, leaves, &mut jobs)?;
+    let mut done = run_jobs(ctx, jobs, leaves.len(), out)?.into_iter();
+    let mut page = Page::default();
+    build_children(&mut page, Page::ROOT, depth, 0, leaves, &mut done)?;
+    let hash = page.hash();
+    emit(ctx, path, None, Some(page), out);
+    Ok(Node::Page(hash))
 }
 
-/// Runs `f` on every child of `inner` that has a group, in parallel near
-/// the top of the trie, and rehashes the node.
-fn for_each_group<T: Sync>(
-    inner: &mut Inner,
-    depth: usize,
-    items: &[T],
-    groups: [Option<Range<usize>>; 16],
+/// Writes the pages of `jobs`, in parallel when `weight` (the updates
+/// below them) is large, and returns what each parent slot now holds, in
+/// the order of `jobs`.
+fn run_jobs(
+    ctx: &Ctx<'_>,
+    jobs: Vec<Job<'_>>,
+    weight: usize,
     out: &mut Out,
-    f: impl Fn(&mut Node, &[T], &mut Out) -> Result<(), MerkleError> + Sync,
+) -> Result<Vec<Node>, MerkleError> {
+    let run = |job: &Job<'_>, out: &mut Out| match job {
+        Job::Update(path, ups) => update_page(ctx, *path, ups, out),
+        Job::Build(path, leaves) => build_page(ctx, *path, leaves, out),
+    };
+    if jobs.len() < 2 || weight < PARALLEL_MIN {
+        return jobs.iter().map(|job| run(job, out)).collect();
+    }
+    let results: Vec<Result<(Node, Out), MerkleError>> = jobs
+        .par_iter()
+        .map(|job| {
+            let mut o = Out::default();
+            run(job, &mut o).map(|node| (node, o))
+        })
+        .collect();
+    let mut nodes = Vec::with_capacity(results.len());
+    for r in results {
+        let (node, o) = r?;
+        out.absorb(o);
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+/// Lists, in the order [`update_node`] meets them, the child pages that
+/// `ups` below node `id` (at nibble `depth`, `rel` levels below the page
+/// root) update or create.
+fn plan_update<'u>(
+    page: &Page,
+    id: NodeId,
+    depth: usize,
+    rel: usize,
+    ups: &'u [Update],
+    jobs: &mut Vec<Job<'u>>,
+) -> Result<(), MerkleError> {
+    for (n, g) in nibble_groups(ups, depth).into_iter().enumerate() {
+        let Some(g) = g else { continue };
+        let sub = &ups[g];
+        match page.node(id).children[n] {
+            Node::Inner { id: child, .. } => {
+                plan_update(page, child, depth + 1, rel + 1, sub, jobs)?
+            }
+            Node::Page(_) => jobs.push(Job::Update(PagePath::from_key(&sub[0].0, depth + 1), sub)),
+            Node::Leaf(l) => plan_build(depth + 1, rel + 1, Some(&l), sub, jobs)?,
+            Node::Empty => plan_build(depth + 1, rel + 1, None, sub, jobs)?,
+        }
+    }
+    Ok(())
+}
+
+/// [`plan_update`] for a slot that held `existing` (or nothing).
+fn plan_build(
+    depth: usize,
+    rel: usize,
+    existing: Option<&Leaf>,
+    ups: &[Update],
+    jobs: &mut Vec<Job<'_>>,
+) -> Result<(), MerkleError> {
+    // A page is built only below a slot that ends up with two leaves or
+    // more; count them before merging.
+    let kept = existing.is_some_and(|l| ups.binary_search_by(|u| u.0.cmp(&l.key_hash)).is_err());
+    if usize::from(kept) + ups.iter().filter(|u| u.1.is_some()).count() < 2 {
+        return Ok(());
+    }
+    plan_leaves(depth, rel, merge(existing, ups), jobs)
+}
+
+/// The pages that [`build`] of `leaves` at `(depth, rel)` creates.
+fn plan_leaves(
+    depth: usize,
+    rel: usize,
+    leaves: Vec<(KeyHash, ValueHash)>,
+    jobs: &mut Vec<Job<'_>>,
+) -> Result<(), MerkleError> {
+    if leaves.len() < 2 {
+        return Ok(());
+    }
+    if depth >= 64 {
+        return Err(shared_key_hash());
+    }
+    if rel == PAGE_LEVELS {
+        jobs.push(Job::Build(PagePath::from_key(&leaves[0].0, depth), leaves));
+        return Ok(());
+    }
+    plan_children(depth, rel, &leaves, jobs)
+}
+
+/// The pages that [`build_children`] of `leaves` below a node at
+/// `(depth, rel)` creates.
+fn plan_children(
+    depth: usize,
+    rel: usize,
+    leaves: &[(KeyHash, ValueHash)],
+    jobs: &mut Vec<Job<'_>>,
+) -> Result<(), MerkleError> {
+    for g in nibble_groups(leaves, depth).into_iter().flatten() {
+        if g.len() >= 2 {
+            plan_leaves(depth + 1, rel + 1, leaves[g].to_vec(), jobs)?;
+        }
+    }
+    Ok(())
+}
+
+fn shared_key_hash() -> MerkleError {
+    MerkleError::InvalidArgument("two leaves share a whole key hash")
+}
+
+/// The node a planned child page job left for its parent slot.
+fn next_done(done: &mut impl Iterator<Item = Node>) -> Result<Node, MerkleError> {
+    // The plan and the walk visit the same slots in the same order, so a
+    // result is always there; an error instead of a panic all the same.
+    done.next().ok_or(MerkleError::InvalidArgument(
+        "internal: the update plan and its walk disagree",
+    ))
+}
+
+/// Applies `ups` below node `id` of `page` (at nibble `depth`, `rel` levels
+/// below the page root), taking the child pages' results from `done`, and
+/// rehashes the node.
+fn update_node(
+    page: &mut Page,
+    id: NodeId,
+    depth: usize,
+    rel: usize,
+    ups: &[Update],
+    done: &mut impl Iterator<Item = Node>,
 ) -> Result<(), MerkleError> {
     let mut dirty = 0u16;
-    for (n, g) in groups.iter().enumerate() {
-        if g.is_some() {
-            dirty |= 1 << n;
-        }
-    }
-    if depth < PARALLEL_DEPTH && items.len() >= PARALLEL_MIN {
-        let results: Vec<Result<Out, MerkleError>> = inner
-            .children
-            .par_iter_mut()
-            .zip(groups.par_iter())
-            .filter_map(|(child, g)| {
-                g.as_ref().map(|g| {
-                    let mut o = Out::default();
-                    f(child, &items[g.clone()], &mut o).map(|()| o)
-                })
-            })
-            .collect();
-        for r in results {
-            out.absorb(r?);
-        }
-    } else {
-        for (child, g) in inner.children.iter_mut().zip(groups) {
-            if let Some(g) = g {
-                f(child, &items[g], out)?;
+    for (n, g) in nibble_groups(ups, depth).into_iter().enumerate() {
+        let Some(g) = g else { continue };
+        dirty |= 1 << n;
+        let sub = &ups[g];
+        let new = match page.node(id).children[n] {
+            Node::Inner { id: child, .. } => {
+                update_node(page, child, depth + 1, rel + 1, sub, done)?;
+                match collapse(page, child) {
+                    Some(node) => {
+                        page.drop_node();
+                        node
+                    }
+                    None => Node::Inner {
+                        id: child,
+                        hash: page.node(child).hash(),
+                    },
+                }
             }
-        }
+            Node::Page(_) => next_done(done)?,
+            Node::Leaf(l) => build(page, depth + 1, rel + 1, &merge(Some(&l), sub), done)?,
+            Node::Empty => build(page, depth + 1, rel + 1, &merge(None, sub), done)?,
+        };
+        page.node_mut(id).children[n] = new;
     }
-    inner.rehash(dirty);
+    page.node_mut(id).rehash(dirty);
     Ok(())
 }
 
-/// Applies `ups` below the internal node `inner` at nibble `depth`, which
-/// sits `rel` levels below its page's root.
-fn update_inner(
-    ctx: &Ctx<'_>,
-    inner: &mut Inner,
-    depth: usize,
-    rel: usize,
-    ups: &[Update],
-    out: &mut Out,
-) -> Result<(), MerkleError> {
-    let groups = nibble_groups(ups, depth);
-    for_each_group(inner, depth, ups, groups, out, |child, sub, out| {
-        update_slot(ctx, child, depth + 1, rel + 1, sub, out)
-    })
-}
-
-/// Applies `ups` to the node in `slot`, at nibble `depth`, `rel` levels
-/// below its page's root.
-fn update_slot(
-    ctx: &Ctx<'_>,
-    slot: &mut Node,
-    depth: usize,
-    rel: usize,
-    ups: &[Update],
-    out: &mut Out,
-) -> Result<(), MerkleError> {
-    match slot {
-        Node::Inner(shared) => {
-            let inner = Arc::make_mut(shared);
-            update_inner(ctx, inner, depth, rel, ups, out)?;
-            if let Some(node) = collapse(inner) {
-                *slot = node;
-            }
-        }
-        Node::Page(_) => {
-            let path = PagePath::from_key(&ups[0].0, depth);
-            *slot = update_page(ctx, path, ups, out)?;
-        }
-        Node::Leaf(_) | Node::Empty => {
-            let existing = match std::mem::take(slot) {
-                Node::Leaf(l) => Some(l),
-                _ => None,
-            };
-            let leaves = merge(existing.as_ref(), ups);
-            *slot = build(ctx, depth, rel, &leaves, out)?;
-        }
+/// What internal node `id` becomes when it is no longer canonical: `Empty`
+/// when no slot is occupied, its leaf when a lone leaf is left (the leaf
+/// moves up); `None` while it still holds two keys or more.
+fn collapse(page: &mut Page, id: NodeId) -> Option<Node> {
+    let node = page.node_mut(id);
+    if node.occupied() == 0 {
+        return Some(Node::Empty);
     }
-    Ok(())
+    node.lone_leaf()
+        .map(|i| std::mem::take(&mut node.children[i]))
 }
 
 /// The leaves of a slot that held `existing` after applying `ups`.
@@ -425,50 +542,49 @@ fn merge(existing: Option<&Leaf>, ups: &[Update]) -> Vec<(KeyHash, ValueHash)> {
     leaves
 }
 
-/// Builds the canonical subtree holding `leaves` (sorted, unique) at nibble
-/// `depth`, `rel` levels below its page's root.
+/// Builds in `page` the canonical subtree holding `leaves` (sorted, unique)
+/// at nibble `depth`, `rel` levels below the page root, taking the new
+/// child pages from `done`.
 fn build(
-    ctx: &Ctx<'_>,
+    page: &mut Page,
     depth: usize,
     rel: usize,
     leaves: &[(KeyHash, ValueHash)],
-    out: &mut Out,
+    done: &mut impl Iterator<Item = Node>,
 ) -> Result<Node, MerkleError> {
     match leaves {
         [] => Ok(Node::Empty),
         [(k, v)] => Ok(Node::Leaf(Leaf::new(*k, *v))),
-        _ if depth >= 64 => Err(MerkleError::InvalidArgument(
-            "two leaves share a whole key hash",
-        )),
-        _ if rel == PAGE_LEVELS => {
-            let path = PagePath::from_key(&leaves[0].0, depth);
-            let mut root = Inner::default();
-            build_children(ctx, &mut root, depth, 0, leaves, out)?;
-            let hash = root.hash();
-            emit(ctx, path, None, Some(Page { root }), out);
-            Ok(Node::Page(hash))
-        }
+        _ if depth >= 64 => Err(shared_key_hash()),
+        _ if rel == PAGE_LEVELS => next_done(done),
         _ => {
-            let mut inner = Inner::default();
-            build_children(ctx, &mut inner, depth, rel, leaves, out)?;
-            Ok(Node::Inner(Arc::new(inner)))
+            let id = page.push_node();
+            build_children(page, id, depth, rel, leaves, done)?;
+            Ok(Node::Inner {
+                id,
+                hash: page.node(id).hash(),
+            })
         }
     }
 }
 
 fn build_children(
-    ctx: &Ctx<'_>,
-    inner: &mut Inner,
+    page: &mut Page,
+    id: NodeId,
     depth: usize,
     rel: usize,
     leaves: &[(KeyHash, ValueHash)],
-    out: &mut Out,
+    done: &mut impl Iterator<Item = Node>,
 ) -> Result<(), MerkleError> {
-    let groups = nibble_groups(leaves, depth);
-    for_each_group(inner, depth, leaves, groups, out, |child, sub, out| {
-        *child = build(ctx, depth + 1, rel + 1, sub, out)?;
-        Ok(())
-    })
+    let mut dirty = 0u16;
+    for (n, g) in nibble_groups(leaves, depth).into_iter().enumerate() {
+        let Some(g) = g else { continue };
+        dirty |= 1 << n;
+        let child = build(page, depth + 1, rel + 1, &leaves[g], done)?;
+        page.node_mut(id).children[n] = child;
+    }
+    page.node_mut(id).rehash(dirty);
+    Ok(())
 }
 
 /// About the length of a base record of `terminals` terminals (leaves take
@@ -486,7 +602,7 @@ fn emit(
     out: &mut Out,
 ) {
     let version = ctx.version;
-    let Some(page) = new else {
+    let Some(mut page) = new else {
         if let Some(o) = old {
             out.stale.push(StalePage {
                 path,
@@ -496,7 +612,7 @@ fn emit(
             out.writes.push(PageWrite {
                 path,
                 page: None,
-                record: PageRecord::Removed.encode(),
+                record: PageRecord::Removed.encode().into(),
                 kind: RecordKind::Removed,
                 chain: ChainInfo::default(),
                 previous: Some(o.version),
@@ -506,10 +622,11 @@ fn emit(
     };
     let mut write = None;
     if let Some(o) = old {
-        let changes = page.changes_since(&o.page);
+        let (changes, removed, added) = page.changes_since(&o.page);
         if changes.is_empty() {
             return;
         }
+        page.set_terminal_count(o.page.terminal_count() + added - removed);
         out.stale.push(StalePage {
             path,
             version: o.version,
@@ -529,8 +646,10 @@ fn emit(
         }
     }
     let (record, kind, chain) = write.unwrap_or_else(|| {
+        let image = page.to_image();
+        page.set_terminal_count(image.entries.len());
         (
-            PageRecord::Base(page.to_image()).encode(),
+            PageRecord::Base(image).encode(),
             RecordKind::Base,
             ChainInfo::default(),
         )
@@ -538,7 +657,7 @@ fn emit(
     out.writes.push(PageWrite {
         path,
         page: Some(Arc::new(page)),
-        record,
+        record: record.into(),
         kind,
         chain,
         previous: old.map(|o| o.version),

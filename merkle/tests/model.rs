@@ -141,6 +141,7 @@ fn trie_matches_the_model_at_every_version() {
                     let rebuilt = trie.source().page_from_records(path, *v).expect("rebuild");
                     let rebuilt = rebuilt.expect("page exists");
                     prop_assert_eq!(&*rebuilt.page, page);
+                    prop_assert_eq!(rebuilt.page.terminal_count(), page.terminal_count());
                 }
             }
             Ok(())
