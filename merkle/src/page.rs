@@ -80,7 +80,7 @@ impl Node {
 }
 
 /// An internal node: 16 slots and the binary hash tree over them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inner {
     /// The slots, indexed by nibble.
     pub children: [Node; 16],
