@@ -1,8 +1,17 @@
 //! The versioned page store of Verity.
 //!
-//! This crate will hold the WAL, the memtable, the segment files, the
-//! io_uring backend, compaction and recovery. For now it only names the
-//! namespaces of the store, so the layers above can already agree on them.
+//! Built so far: the I/O seam ([`io::IoBackend`]) with the operating
+//! system's files ([`io::StdIo`]) and a simulated disk that crashes and
+//! fails on demand ([`sim::SimDisk`]), and the write-ahead log
+//! ([`wal::Wal`]). The memtable, segment files, manifest, io_uring backend
+//! and compaction follow.
+
+pub mod error;
+pub mod io;
+pub mod sim;
+pub mod wal;
+
+pub use error::{EngineError, Result};
 
 /// The three ordered namespaces the store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

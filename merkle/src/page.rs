@@ -467,7 +467,7 @@ impl Page {
 /// Copies node `id` and the nodes below it into `out`, renumbering them.
 fn copy_reachable(nodes: &[Inner], id: NodeId, out: &mut Vec<Inner>) -> NodeId {
     let at = out.len();
-    out.push(nodes[id as usize].clone());
+    out.push(nodes[id as usize]);
     for n in 0..16 {
         if let Node::Inner { id: child, hash } = out[at].children[n] {
             let new = copy_reachable(nodes, child, out);

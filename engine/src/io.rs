@@ -1,0 +1,161 @@
+//! The I/O seam: every byte the engine reads or writes goes through an
+//! [`IoBackend`], so the same engine runs over the operating system's files
+//! and over the [`SimDisk`](crate::sim::SimDisk) that tests crash.
+//!
+//! Errors at this seam are plain [`std::io::Error`]s; the engine adds the
+//! operation and path when it turns them into an
+//! [`EngineError`](crate::EngineError).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// One read of a batch: fill `buf` from `offset`.
+#[derive(Debug)]
+pub struct ReadRequest<'a> {
+    /// Where in the file the read starts.
+    pub offset: u64,
+    /// Filled completely, or the batch fails.
+    pub buf: &'a mut [u8],
+}
+
+/// An open file. Safe to share between threads: reads and writes are
+/// positional and take `&self`.
+pub trait IoFile: Send + Sync {
+    /// Fills `buf` from `offset`; reading past the end is an
+    /// [`io::ErrorKind::UnexpectedEof`] error.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Runs many reads. A backend with asynchronous I/O submits them
+    /// together; the default runs them one after another.
+    fn read_batch(&self, reads: &mut [ReadRequest<'_>]) -> io::Result<()> {
+        for r in reads.iter_mut() {
+            self.read_at(r.buf, r.offset)?;
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `offset`, growing the file if needed. The
+    /// bytes are durable only after [`sync`](Self::sync).
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Makes every write and length change so far durable (`fdatasync`).
+    fn sync(&self) -> io::Result<()>;
+
+    /// The file's length in bytes.
+    fn size(&self) -> io::Result<u64>;
+
+    /// Cuts or extends the file to `len` bytes (durable after `sync`).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// A file system as the engine sees it. Creating, renaming and removing a
+/// file are durable only after [`sync_dir`](Self::sync_dir) of its
+/// directory.
+pub trait IoBackend: Send + Sync {
+    /// A short name for stats (`"std"`, `"io_uring"`, `"sim"`).
+    fn name(&self) -> &'static str;
+
+    /// Opens `path`, creating it (empty) when `create` is set and it does
+    /// not exist.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn IoFile>>;
+
+    /// True when `path` exists.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+
+    /// Renames a file, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// The names of the files in `dir`, sorted.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+
+    /// Creates `dir` and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+
+    /// Makes the creations, renames and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// Positional reads and writes on the operating system's files (`pread`,
+/// `pwrite`, `fdatasync`): the fallback when io_uring is not available.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdIo;
+
+struct StdFile(File);
+
+impl IoFile for StdFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl IoBackend for StdIo {
+    fn name(&self) -> &'static str {
+        "std"
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn IoFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(Arc::new(StdFile(file)))
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        path.try_exists()
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Some(name) = entry.file_name().to_str() {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}

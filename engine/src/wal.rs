@@ -1,0 +1,265 @@
+//! The write-ahead log: one checksummed record per committed version,
+//! appended in groups with one sync per group.
+//!
+//! File layout (see `docs/format.md`): a 16-byte header (`VRTYWAL\0`, the
+//! format byte, seven zero bytes), then records, each a codec frame
+//! (`len u32 | crc32c u32 | payload`) whose payload is `version u64 LE`
+//! followed by the record's body.
+//!
+//! A version is durable once the [`Wal::sync`] that covers it returns. On
+//! open, records are read until the first that is torn or damaged; the
+//! file is cut there (and the cut synced) so new records follow whole ones.
+//! A crash can only damage the unsynced tail, so everything synced is read
+//! back exactly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use verity_codec::frame;
+
+use crate::error::{EngineError, Result};
+use crate::io::{IoBackend, IoFile};
+
+/// The first bytes of every WAL file.
+pub const MAGIC: [u8; 8] = *b"VRTYWAL\0";
+/// The WAL format this code writes and reads.
+pub const FORMAT: u8 = 1;
+/// Bytes of the file header.
+pub const HEADER_LEN: usize = 16;
+/// Largest record body.
+pub const MAX_BODY: usize = 256 << 20;
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalRecord {
+    /// The version it commits.
+    pub version: u64,
+    /// What the layer above wrote.
+    pub body: Vec<u8>,
+}
+
+/// What opening a log found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The whole records, in order.
+    pub records: Vec<WalRecord>,
+    /// Where the log was cut and why, if its tail was torn or damaged.
+    pub cut: Option<Cut>,
+}
+
+/// A tail dropped on open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// Offset of the first record not read back.
+    pub offset: u64,
+    /// Bytes dropped from there to the old end of the file.
+    pub dropped: u64,
+    /// What was wrong with the record at `offset`.
+    pub reason: String,
+}
+
+/// An open log, appending.
+pub struct Wal {
+    file: Arc<dyn IoFile>,
+    path: PathBuf,
+    /// End of the records written to the file.
+    end: u64,
+    /// Records appended since the last sync.
+    buffer: Vec<u8>,
+    /// Newest version appended.
+    last: Option<u64>,
+    poisoned: bool,
+}
+
+fn header() -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8] = FORMAT;
+    h
+}
+
+impl Wal {
+    /// Creates an empty log at `path` (which must not exist), durable with
+    /// its directory entry when this returns.
+    pub fn create(io: &dyn IoBackend, path: &Path) -> Result<Wal> {
+        let err = |op| move |e| EngineError::io(op, path, e);
+        if io.exists(path).map_err(err("stat"))? {
+            return Err(EngineError::InvalidArgument("the WAL file exists already"));
+        }
+        let file = io.open(path, true).map_err(err("create"))?;
+        file.write_at(&header(), 0).map_err(err("write"))?;
+        file.sync().map_err(err("sync"))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        io.sync_dir(dir)
+            .map_err(|e| EngineError::io("sync", dir, e))?;
+        Ok(Wal {
+            file,
+            path: path.to_path_buf(),
+            end: HEADER_LEN as u64,
+            buffer: Vec::new(),
+            last: None,
+            poisoned: false,
+        })
+    }
+
+    /// Opens the log at `path`, reads its whole records and cuts a torn or
+    /// damaged tail.
+    pub fn open(io: &dyn IoBackend, path: &Path) -> Result<(Wal, Recovery)> {
+        let err = |op| move |e| EngineError::io(op, path, e);
+        let file = io.open(path, false).map_err(err("open"))?;
+        let len = file.size().map_err(err("stat"))?;
+        let len = usize::try_from(len)
+            .map_err(|_| EngineError::corruption(path, 0, "WAL larger than memory"))?;
+        let mut bytes = vec![0u8; len];
+        file.read_at(&mut bytes, 0).map_err(err("read"))?;
+        let recovery = parse(path, &bytes)?;
+        let end = match &recovery.cut {
+            Some(cut) => {
+                file.set_len(cut.offset).map_err(err("truncate"))?;
+                file.sync().map_err(err("sync"))?;
+                cut.offset
+            }
+            None => len as u64,
+        };
+        let wal = Wal {
+            file,
+            path: path.to_path_buf(),
+            end,
+            buffer: Vec::new(),
+            last: recovery.records.last().map(|r| r.version),
+            poisoned: false,
+        };
+        Ok((wal, recovery))
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes in the file, including records not yet synced.
+    pub fn len(&self) -> u64 {
+        self.end + self.buffer.len() as u64
+    }
+
+    /// True when the log holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == HEADER_LEN as u64
+    }
+
+    /// Newest version appended.
+    pub fn last_version(&self) -> Option<u64> {
+        self.last
+    }
+
+    /// Appends the record of `version` (newer than every version in the
+    /// log) to the current group. Nothing is written until [`sync`](Self::sync).
+    pub fn append(&mut self, version: u64, body: &[u8]) -> Result<()> {
+        if self.poisoned {
+            return Err(EngineError::Poisoned);
+        }
+        if self.last.is_some_and(|last| version <= last) {
+            return Err(EngineError::InvalidArgument("WAL versions must increase"));
+        }
+        if body.len() > MAX_BODY {
+            return Err(EngineError::InvalidArgument("WAL record too large"));
+        }
+        let mut payload = Vec::with_capacity(8 + body.len());
+        payload.extend_from_slice(&version.to_le_bytes());
+        payload.extend_from_slice(body);
+        frame::put(&mut self.buffer, &payload)
+            .map_err(|_| EngineError::InvalidArgument("WAL record too large"))?;
+        self.last = Some(version);
+        Ok(())
+    }
+
+    /// Writes the current group and syncs it: one write and one sync for
+    /// every record appended since the last call. When this returns `Ok`,
+    /// those versions are durable. A failure poisons the log.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(EngineError::Poisoned);
+        }
+        let result = self.write_and_sync();
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn write_and_sync(&mut self) -> Result<()> {
+        if !self.buffer.is_empty() {
+            self.file
+                .write_at(&self.buffer, self.end)
+                .map_err(|e| EngineError::io("write", &self.path, e))?;
+            self.end += self.buffer.len() as u64;
+            self.buffer.clear();
+        }
+        self.file
+            .sync()
+            .map_err(|e| EngineError::io("sync", &self.path, e))
+    }
+}
+
+/// Reads the records of a log file's bytes.
+fn parse(path: &Path, bytes: &[u8]) -> Result<Recovery> {
+    if bytes.len() < HEADER_LEN || bytes[..8] != MAGIC {
+        return Err(EngineError::corruption(
+            path,
+            0,
+            "not a WAL file (bad header)",
+        ));
+    }
+    if bytes[8] != FORMAT {
+        return Err(EngineError::corruption(
+            path,
+            8,
+            format!("unsupported WAL format {}", bytes[8]),
+        ));
+    }
+    if bytes[9..HEADER_LEN].iter().any(|&b| b != 0) {
+        return Err(EngineError::corruption(
+            path,
+            9,
+            "reserved header bytes are not zero",
+        ));
+    }
+    let mut records = Vec::new();
+    let mut at = HEADER_LEN;
+    let mut last: Option<u64> = None;
+    let mut cut = None;
+    while at < bytes.len() {
+        let reason = match frame::get(&bytes[at..], (8 + MAX_BODY) as u32, at) {
+            Ok((payload, used)) if payload.len() >= 8 => {
+                let mut v = [0u8; 8];
+                v.copy_from_slice(&payload[..8]);
+                let version = u64::from_le_bytes(v);
+                if last.is_some_and(|l| version <= l) {
+                    // A whole record that breaks the order was not written
+                    // by a crash: report it rather than hide data behind it.
+                    return Err(EngineError::corruption(
+                        path,
+                        at as u64,
+                        format!("WAL record for version {version} follows a newer one"),
+                    ));
+                }
+                last = Some(version);
+                records.push(WalRecord {
+                    version,
+                    body: payload[8..].to_vec(),
+                });
+                at += used;
+                continue;
+            }
+            Ok(_) => "record shorter than its version".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        cut = Some(Cut {
+            offset: at as u64,
+            dropped: (bytes.len() - at) as u64,
+            reason,
+        });
+        break;
+    }
+    Ok(Recovery { records, cut })
+}

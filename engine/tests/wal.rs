@@ -1,0 +1,269 @@
+//! The write-ahead log over the real file system and the simulated disk:
+//! round trips, a crash at every sync point, a fault at every I/O call, and
+//! damage at every byte.
+
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use verity_engine::io::{IoBackend, StdIo};
+use verity_engine::sim::{CrashMode, Fault, SimDisk};
+use verity_engine::wal::{Wal, WalRecord, HEADER_LEN};
+use verity_engine::EngineError;
+
+/// The seed of a randomised test: `VERITY_SEED` or a fresh one, printed.
+fn seed(test: &str) -> u64 {
+    let seed = std::env::var("VERITY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    println!("{test}: VERITY_SEED={seed}");
+    seed
+}
+
+/// `groups` groups of 1..=4 records with bodies of 0..=700 bytes (some
+/// records span several sectors).
+fn workload(rng: &mut ChaCha8Rng, groups: usize) -> Vec<Vec<WalRecord>> {
+    let mut version = 0;
+    (0..groups)
+        .map(|_| {
+            (0..rng.gen_range(1..=4))
+                .map(|_| {
+                    version += rng.gen_range(1..=3);
+                    let len = rng.gen_range(0..=700);
+                    WalRecord {
+                        version,
+                        body: (0..len).map(|_| rng.gen()).collect(),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn sim_dir() -> (SimDisk, &'static Path) {
+    let disk = SimDisk::new();
+    let dir = Path::new("/db");
+    disk.create_dir_all(dir).expect("mkdir");
+    (disk, dir)
+}
+
+#[test]
+fn records_round_trip_on_both_backends() {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("records_round_trip_on_both_backends"));
+    let groups = workload(&mut rng, 30);
+    let all: Vec<WalRecord> = groups.iter().flatten().cloned().collect();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (disk, sim) = sim_dir();
+    let backends: [(&dyn IoBackend, &Path); 2] = [(&StdIo, tmp.path()), (&disk, sim)];
+    for (io, dir) in backends {
+        let path = dir.join("wal-1");
+        let mut wal = Wal::create(io, &path).expect("create");
+        assert!(wal.is_empty());
+        assert!(matches!(
+            Wal::create(io, &path),
+            Err(EngineError::InvalidArgument(_))
+        ));
+        for group in &groups {
+            for r in group {
+                wal.append(r.version, &r.body).expect("append");
+            }
+            wal.sync().expect("sync");
+        }
+        let last = all.last().map(|r| r.version);
+        assert_eq!(wal.last_version(), last);
+        assert!(matches!(
+            wal.append(1, b"old"),
+            Err(EngineError::InvalidArgument(_))
+        ));
+        drop(wal);
+        let (mut wal, recovery) = Wal::open(io, &path).expect("open");
+        assert_eq!(recovery.records, all, "backend {}", io.name());
+        assert_eq!(recovery.cut, None);
+        // Appending after a reopen continues the log.
+        let next = last.unwrap_or(0) + 1;
+        wal.append(next, b"after reopen").expect("append");
+        wal.sync().expect("sync");
+        let (_, recovery) = Wal::open(io, &path).expect("reopen");
+        assert_eq!(recovery.records.len(), all.len() + 1);
+        assert_eq!(recovery.records[all.len()].body, b"after reopen");
+    }
+}
+
+/// Runs `groups` against a fresh log on `disk`, stopping after `stop`
+/// groups. With `sync_last` false, the last group is written but its sync
+/// fails, so it is on the disk's queue but not acknowledged. Returns how
+/// many records were acknowledged durable.
+fn run_until(
+    disk: &SimDisk,
+    dir: &Path,
+    groups: &[Vec<WalRecord>],
+    stop: usize,
+    sync_last: bool,
+) -> usize {
+    let mut wal = Wal::create(disk, &dir.join("wal")).expect("create");
+    let mut acked = 0;
+    for (g, group) in groups.iter().enumerate().take(stop) {
+        for r in group {
+            wal.append(r.version, &r.body).expect("append");
+        }
+        if g + 1 == stop && !sync_last {
+            // The write is the next call; the sync after it fails.
+            disk.fail_at(2, Fault::Eio);
+            assert!(wal.sync().is_err());
+        } else {
+            wal.sync().expect("sync");
+            acked += group.len();
+        }
+    }
+    acked
+}
+
+/// The recovered log must hold every acknowledged record, then possibly
+/// more of the written ones, exactly, and nothing else.
+fn check_prefix(recovered: &[WalRecord], all: &[WalRecord], acked: usize, what: &str) {
+    assert!(
+        recovered.len() >= acked,
+        "{what}: {} records recovered, {acked} were acknowledged",
+        recovered.len()
+    );
+    assert!(recovered.len() <= all.len(), "{what}: records from nowhere");
+    assert_eq!(recovered, &all[..recovered.len()], "{what}: wrong data");
+}
+
+#[test]
+fn a_crash_at_every_sync_point_keeps_every_acknowledged_record() {
+    let seed = seed("a_crash_at_every_sync_point_keeps_every_acknowledged_record");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let groups = workload(&mut rng, 12);
+    let all: Vec<WalRecord> = groups.iter().flatten().cloned().collect();
+    let modes = [
+        CrashMode::DropUnsynced,
+        CrashMode::RandomSectors,
+        CrashMode::TornTail,
+    ];
+    let mut crashes = 0;
+    for stop in 0..=groups.len() {
+        for sync_last in [true, false] {
+            for mode in modes {
+                for round in 0..4u64 {
+                    let (disk, dir) = sim_dir();
+                    let acked = run_until(&disk, dir, &groups, stop, sync_last);
+                    disk.crash(mode, seed ^ (stop as u64) << 8 ^ round);
+                    crashes += 1;
+                    let what =
+                        format!("stop {stop}, sync_last {sync_last}, {mode:?}, round {round}");
+                    let (_, recovery) = Wal::open(&disk, &dir.join("wal")).expect(&what);
+                    check_prefix(&recovery.records, &all, acked, &what);
+                    // After the cut, the log is whole: reopening finds the
+                    // same records and no cut.
+                    let (_, again) = Wal::open(&disk, &dir.join("wal")).expect(&what);
+                    assert_eq!(again.records, recovery.records, "{what}");
+                    assert_eq!(again.cut, None, "{what}");
+                }
+            }
+        }
+    }
+    println!("{crashes} crashes checked");
+}
+
+#[test]
+fn a_fault_at_every_io_call_is_typed_poisons_and_recovers() {
+    let seed = seed("a_fault_at_every_io_call_is_typed_poisons_and_recovers");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let groups = workload(&mut rng, 6);
+    let all: Vec<WalRecord> = groups.iter().flatten().cloned().collect();
+    let total = {
+        let (disk, dir) = sim_dir();
+        let before = disk.ops();
+        run_until(&disk, dir, &groups, groups.len(), true);
+        disk.ops() - before
+    };
+    for n in 1..=total {
+        for fault in [Fault::Eio, Fault::NoSpace] {
+            let (disk, dir) = sim_dir();
+            disk.fail_at(n, fault);
+            let path = dir.join("wal");
+            let mut acked = 0;
+            let mut failed = None;
+            match Wal::create(&disk, &path) {
+                Err(e) => failed = Some(e),
+                Ok(mut wal) => {
+                    for group in &groups {
+                        for r in group {
+                            wal.append(r.version, &r.body).expect("append");
+                        }
+                        match wal.sync() {
+                            Ok(()) => acked += group.len(),
+                            Err(e) => {
+                                // Poisoned from now on.
+                                assert!(matches!(wal.sync(), Err(EngineError::Poisoned)));
+                                assert!(matches!(
+                                    wal.append(u64::MAX, b""),
+                                    Err(EngineError::Poisoned)
+                                ));
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            let what = format!("fault {fault:?} at call {n}");
+            let err = failed.unwrap_or_else(|| panic!("{what}: no error surfaced"));
+            assert!(matches!(err, EngineError::Io { .. }), "{what}: {err}");
+            assert_eq!(err.is_no_space(), fault == Fault::NoSpace, "{what}");
+            disk.crash(CrashMode::RandomSectors, seed ^ n);
+            match Wal::open(&disk, &path) {
+                Ok((_, recovery)) => check_prefix(&recovery.records, &all, acked, &what),
+                // The file's creation never became durable.
+                Err(EngineError::Io { source, .. }) => {
+                    assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{what}");
+                    assert_eq!(acked, 0, "{what}");
+                }
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn damage_anywhere_gives_a_prefix_or_a_typed_error() {
+    let seed = seed("damage_anywhere_gives_a_prefix_or_a_typed_error");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let groups = workload(&mut rng, 4);
+    let all: Vec<WalRecord> = groups.iter().flatten().cloned().collect();
+    let (disk, dir) = sim_dir();
+    run_until(&disk, dir, &groups, groups.len(), true);
+    let path = dir.join("wal");
+    let good = disk.contents(&path).expect("wal exists");
+    let (mut prefixes, mut errors) = (0, 0);
+    let mut check = |bytes: Vec<u8>, what: String| {
+        disk.set_contents(&path, bytes).expect("set");
+        match Wal::open(&disk, &path) {
+            Ok((_, recovery)) => {
+                // Damage can only shorten the log: whatever is read is
+                // exactly what was written.
+                check_prefix(&recovery.records, &all, 0, &what);
+                prefixes += 1;
+            }
+            Err(EngineError::Corruption { offset, .. }) => {
+                assert!(
+                    offset < HEADER_LEN as u64,
+                    "{what}: corruption past the header"
+                );
+                errors += 1;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    };
+    for cut in 0..good.len() {
+        check(good[..cut].to_vec(), format!("cut at {cut}"));
+    }
+    for at in 0..good.len() {
+        let mut bytes = good.clone();
+        bytes[at] ^= 1 << rng.gen_range(0..8);
+        check(bytes, format!("flip at {at}"));
+    }
+    println!("{prefixes} damaged logs read as a prefix, {errors} refused");
+}
