@@ -55,9 +55,10 @@ struct Meta {
 
 /// A multi-version page store in memory.
 ///
-/// Readers hold `meta` for reading across a read, so `prune` (which holds
-/// it for writing while it rewrites records) never shows them a
-/// half-pruned page. `apply` only adds records above every version a reader
+/// Readers hold `meta` for reading across a read (recursively, so a
+/// nested read on the same thread never waits behind a queued writer), so
+/// `prune` (which holds it for writing while it rewrites records) never
+/// shows them a half-pruned page. `apply` only adds records above every version a reader
 /// can ask for, so it runs beside readers and takes `meta` just to publish
 /// the new version; `writer` keeps applies and prunes one at a time.
 pub struct MemPageStore {
@@ -99,12 +100,12 @@ impl MemPageStore {
 
     /// Newest version applied (0 before the first).
     pub fn version(&self) -> u64 {
-        self.meta.read().version
+        self.meta.read_recursive().version
     }
 
     /// Oldest version still readable.
     pub fn floor(&self) -> u64 {
-        self.meta.read().floor
+        self.meta.read_recursive().floor
     }
 
     /// Stores the records of an update. Versions must be applied in
@@ -205,7 +206,7 @@ impl MemPageStore {
 
     /// The stored record of `path` at exactly `version`, if any.
     pub fn record(&self, path: &PagePath, version: u64) -> Option<Arc<[u8]>> {
-        let _meta = self.meta.read();
+        let _meta = self.meta.read_recursive();
         let shard = self.shards[shard_of(path)].read();
         let records = &shard.get(path)?.records;
         let i = records.binary_search_by_key(&version, |r| r.0).ok()?;
@@ -342,8 +343,12 @@ impl MemPageStore {
 
     /// Holds off pruning while a read runs, after checking the version
     /// against the floor.
+    ///
+    /// Recursive: a thread that holds the guard across a parallel read may
+    /// run another read while it waits, and a queued `prune` must not make
+    /// that second read wait on the first.
     fn read_guard(&self, version: u64) -> Result<RwLockReadGuard<'_, Meta>, MerkleError> {
-        let meta = self.meta.read();
+        let meta = self.meta.read_recursive();
         if version < meta.floor {
             return Err(MerkleError::InvalidVersion(
                 "version is below the retention floor",
