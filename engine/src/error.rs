@@ -31,6 +31,17 @@ pub enum EngineError {
     /// engine refuses further work until it is reopened.
     #[error("the engine stopped after an I/O failure; reopen it to recover")]
     Poisoned,
+    /// The version asked for is not readable: older than the retention
+    /// floor, or newer than the newest committed version.
+    #[error("version {version} is not readable (oldest {oldest:?}, latest {latest:?})")]
+    NoSuchVersion {
+        /// The version asked for.
+        version: u64,
+        /// The oldest readable version, if any.
+        oldest: Option<u64>,
+        /// The newest committed version, if any.
+        latest: Option<u64>,
+    },
     /// The caller passed something the engine cannot use.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

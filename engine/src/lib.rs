@@ -1,17 +1,49 @@
 //! The versioned page store of Verity.
 //!
-//! Built so far: the I/O seam ([`io::IoBackend`]) with the operating
-//! system's files ([`io::StdIo`]) and a simulated disk that crashes and
-//! fails on demand ([`sim::SimDisk`]), and the write-ahead log
-//! ([`wal::Wal`]). The memtable, segment files, manifest, io_uring backend
-//! and compaction follow.
+//! An [`Engine`] keeps three ordered namespaces (pages, state, meta) of
+//! `(key, version) -> value or deletion`, so any retained version of a key
+//! is one seek. Commits go to the write-ahead log ([`wal`]) and the
+//! [`memtable`]; full memtables are flushed to immutable [`segment`] files,
+//! which background compaction merges while dropping history below the
+//! retention floor. The [`manifest`] names the live files. Every byte goes
+//! through the I/O seam ([`io::IoBackend`]): the operating system's files,
+//! or a simulated disk that crashes and fails on demand ([`sim::SimDisk`]).
+//!
+//! It is not a trie: it knows nothing of hashing; `verity-merkle` decides
+//! what the pages hold.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use verity_engine::{Engine, Namespace, Options, WriteBatch};
+//! use verity_engine::sim::SimDisk;
+//!
+//! let disk = Arc::new(SimDisk::new());
+//! let engine = Engine::open(disk, "/db".as_ref(), Options::for_tests())?;
+//! let mut batch = WriteBatch::new();
+//! batch.put(Namespace::State, b"alice", b"10")?;
+//! engine.commit_durable(1, batch)?;
+//! let mut batch = WriteBatch::new();
+//! batch.delete(Namespace::State, b"alice")?;
+//! engine.commit_durable(2, batch)?;
+//! assert_eq!(engine.get(Namespace::State, b"alice", 1)?.as_deref(), Some(&b"10"[..]));
+//! assert_eq!(engine.get(Namespace::State, b"alice", 2)?, None);
+//! # Ok::<(), verity_engine::EngineError>(())
+//! ```
 
+pub mod cache;
+pub mod check;
+pub mod engine;
 pub mod error;
 pub mod io;
+pub mod manifest;
+pub mod memtable;
+pub mod segment;
 pub mod sim;
 pub mod wal;
 
+pub use engine::{Engine, EngineStats, Found, Options};
 pub use error::{EngineError, Result};
+pub use memtable::{Value, WriteBatch};
 
 /// The three ordered namespaces the store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

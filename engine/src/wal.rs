@@ -106,13 +106,7 @@ impl Wal {
     /// damaged tail.
     pub fn open(io: &dyn IoBackend, path: &Path) -> Result<(Wal, Recovery)> {
         let err = |op| move |e| EngineError::io(op, path, e);
-        let file = io.open(path, false).map_err(err("open"))?;
-        let len = file.size().map_err(err("stat"))?;
-        let len = usize::try_from(len)
-            .map_err(|_| EngineError::corruption(path, 0, "WAL larger than memory"))?;
-        let mut bytes = vec![0u8; len];
-        file.read_at(&mut bytes, 0).map_err(err("read"))?;
-        let recovery = parse(path, &bytes)?;
+        let (file, recovery, len) = read_log(io, path)?;
         let end = match &recovery.cut {
             Some(cut) => {
                 file.set_len(cut.offset).map_err(err("truncate"))?;
@@ -199,6 +193,24 @@ impl Wal {
             .sync()
             .map_err(|e| EngineError::io("sync", &self.path, e))
     }
+}
+
+/// Reads the log at `path` without changing it: its whole records, and
+/// where a torn or damaged tail starts.
+pub fn inspect(io: &dyn IoBackend, path: &Path) -> Result<Recovery> {
+    read_log(io, path).map(|(_, recovery, _)| recovery)
+}
+
+fn read_log(io: &dyn IoBackend, path: &Path) -> Result<(Arc<dyn IoFile>, Recovery, usize)> {
+    let err = |op| move |e| EngineError::io(op, path, e);
+    let file = io.open(path, false).map_err(err("open"))?;
+    let len = file.size().map_err(err("stat"))?;
+    let len = usize::try_from(len)
+        .map_err(|_| EngineError::corruption(path, 0, "WAL larger than memory"))?;
+    let mut bytes = vec![0u8; len];
+    file.read_at(&mut bytes, 0).map_err(err("read"))?;
+    let recovery = parse(path, &bytes)?;
+    Ok((file, recovery, len))
 }
 
 /// Reads the records of a log file's bytes.

@@ -1,0 +1,275 @@
+//! The memtable: the versions committed since the last flush, in memory,
+//! and the write batch that fills it.
+//!
+//! Keys are store keys (namespace prefix + user key). Each key keeps its
+//! versions in ascending order, so "the entry as of `v`" is a binary
+//! search, and flushing walks keys in order and versions newest first: the
+//! order of a segment file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use verity_codec::reader::{put_bytes, Reader};
+use verity_codec::varint;
+
+use crate::error::{EngineError, Result};
+use crate::Namespace;
+
+/// A stored value, or `None` for a tombstone (the key was deleted).
+pub type Value = Option<Arc<[u8]>>;
+
+/// The longest user key the engine takes, in bytes.
+pub const MAX_KEY: usize = 64 << 10;
+/// The longest value the engine takes, in bytes.
+pub const MAX_VALUE: usize = 64 << 20;
+
+/// The writes of one version: puts and deletes over the three namespaces.
+/// A key written twice in one batch keeps its last write.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    entries: Vec<(Vec<u8>, Value)>,
+    bytes: usize,
+}
+
+/// The store key of a namespace's user key: its prefix byte, then the key.
+pub fn store_key(ns: Namespace, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(ns.prefix());
+    k.extend_from_slice(key);
+    k
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` of `ns` to `value`.
+    pub fn put(&mut self, ns: Namespace, key: &[u8], value: &[u8]) -> Result<()> {
+        check_key(key)?;
+        if value.len() > MAX_VALUE {
+            return Err(EngineError::InvalidArgument("value longer than MAX_VALUE"));
+        }
+        self.bytes += key.len() + value.len() + 16;
+        self.entries
+            .push((store_key(ns, key), Some(Arc::from(value))));
+        Ok(())
+    }
+
+    /// Deletes `key` of `ns` (writes a tombstone).
+    pub fn delete(&mut self, ns: Namespace, key: &[u8]) -> Result<()> {
+        check_key(key)?;
+        self.bytes += key.len() + 16;
+        self.entries.push((store_key(ns, key), None));
+        Ok(())
+    }
+
+    /// The number of writes in the batch.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the batch holds no writes.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Approximate bytes of keys and values.
+    pub fn size_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Sorts by key and keeps the last write of each key.
+    pub(crate) fn normalise(&mut self) {
+        // A stable sort keeps writes of one key in the order they were made.
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(Vec<u8>, Value)> = Vec::with_capacity(self.entries.len());
+        for e in self.entries.drain(..) {
+            match out.last_mut() {
+                Some(last) if last.0 == e.0 => *last = e,
+                _ => out.push(e),
+            }
+        }
+        self.entries = out;
+    }
+
+    /// The entries, in order after [`normalise`](Self::normalise).
+    pub(crate) fn entries(&self) -> &[(Vec<u8>, Value)] {
+        &self.entries
+    }
+
+    /// The WAL body of the batch:
+    /// `count: varint | (key: bytes | kind: u8 | [value: bytes])*`, where
+    /// `bytes` is a varint length and the bytes, and kind is 0 for a put
+    /// and 1 for a tombstone.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes + 8);
+        varint::put(&mut out, self.entries.len() as u64);
+        for (key, value) in &self.entries {
+            put_bytes(&mut out, key);
+            match value {
+                Some(v) => {
+                    out.push(0);
+                    put_bytes(&mut out, v);
+                }
+                None => out.push(1),
+            }
+        }
+        out
+    }
+
+    /// Decodes a WAL body written by [`encode`](Self::encode).
+    pub(crate) fn decode(body: &[u8]) -> std::result::Result<WriteBatch, String> {
+        let err = |e: verity_codec::CodecError| e.to_string();
+        let mut r = Reader::new(body, "WAL batch");
+        let count = r.count(3, u32::MAX as u64).map_err(err)?;
+        let mut batch = WriteBatch::new();
+        for _ in 0..count {
+            let key = r.bytes(MAX_KEY as u64 + 1).map_err(err)?;
+            if key.is_empty() {
+                return Err("empty store key".to_owned());
+            }
+            let value = match r.u8().map_err(err)? {
+                0 => Some(Arc::<[u8]>::from(r.bytes(MAX_VALUE as u64).map_err(err)?)),
+                1 => None,
+                k => return Err(format!("unknown entry kind {k}")),
+            };
+            batch.bytes += key.len() + value.as_ref().map_or(0, |v| v.len()) + 16;
+            batch.entries.push((key.to_vec(), value));
+        }
+        r.finish().map_err(err)?;
+        Ok(batch)
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.len() > MAX_KEY {
+        return Err(EngineError::InvalidArgument("key longer than MAX_KEY"));
+    }
+    Ok(())
+}
+
+/// The versions committed since the last flush.
+#[derive(Debug, Default)]
+pub struct Memtable {
+    map: BTreeMap<Vec<u8>, Vec<(u64, Value)>>,
+    bytes: usize,
+    entries: usize,
+    min_version: Option<u64>,
+    max_version: Option<u64>,
+}
+
+impl Memtable {
+    /// An empty memtable.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the writes of `version`, newer than every version here.
+    pub(crate) fn apply(&mut self, version: u64, batch: &WriteBatch) {
+        for (key, value) in batch.entries() {
+            let size = key.len() + value.as_ref().map_or(0, |v| v.len()) + 48;
+            match self.map.get_mut(key.as_slice()) {
+                Some(versions) => match versions.last_mut() {
+                    Some(last) if last.0 == version => last.1 = value.clone(),
+                    _ => versions.push((version, value.clone())),
+                },
+                None => {
+                    self.map.insert(key.clone(), vec![(version, value.clone())]);
+                }
+            }
+            self.bytes += size;
+            self.entries += 1;
+        }
+        self.min_version.get_or_insert(version);
+        self.max_version = Some(version);
+    }
+
+    /// The newest entry of `key` at or below `version`.
+    pub fn get(&self, key: &[u8], version: u64) -> Option<(u64, &Value)> {
+        let versions = self.map.get(key)?;
+        let n = versions.partition_point(|(v, _)| *v <= version);
+        versions[..n].last().map(|(v, value)| (*v, value))
+    }
+
+    /// Approximate memory held, in bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The number of entries (key, version).
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// True when nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// The oldest version written here.
+    pub fn min_version(&self) -> Option<u64> {
+        self.min_version
+    }
+
+    /// The newest version written here.
+    pub fn max_version(&self) -> Option<u64> {
+        self.max_version
+    }
+
+    /// Every entry in segment order: keys ascending, versions descending.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], u64, &Value)> + '_ {
+        self.map.iter().flat_map(|(key, versions)| {
+            versions
+                .iter()
+                .rev()
+                .map(move |(v, value)| (key.as_slice(), *v, value))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_round_trips_and_keeps_the_last_write() -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(Namespace::State, b"b", b"1")?;
+        b.put(Namespace::State, b"a", b"2")?;
+        b.delete(Namespace::State, b"b")?;
+        b.put(Namespace::Pages, b"", b"root")?;
+        b.normalise();
+        let back = WriteBatch::decode(&b.encode()).map_err(|_| EngineError::Poisoned)?;
+        assert_eq!(back.entries(), b.entries());
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.entries()[2], (b"Sb".to_vec(), None));
+        Ok(())
+    }
+
+    #[test]
+    fn memtable_answers_as_of_a_version() -> Result<()> {
+        let mut m = Memtable::new();
+        for v in [3u64, 5, 9] {
+            let mut b = WriteBatch::new();
+            b.put(Namespace::State, b"k", &v.to_le_bytes())?;
+            b.normalise();
+            m.apply(v, &b);
+        }
+        assert!(m.get(b"Sk", 2).is_none());
+        assert_eq!(m.get(b"Sk", 4).map(|e| e.0), Some(3));
+        assert_eq!(m.get(b"Sk", 9).map(|e| e.0), Some(9));
+        assert_eq!(m.get(b"Sk", 100).map(|e| e.0), Some(9));
+        let order: Vec<u64> = m.iter().map(|e| e.1).collect();
+        assert_eq!(order, vec![9, 5, 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn corrupt_batches_are_refused() {
+        assert!(WriteBatch::decode(&[5]).is_err());
+        assert!(WriteBatch::decode(&[1, 1, b'S', 7]).is_err());
+        assert!(WriteBatch::decode(&[1, 0, 0]).is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! Segment files: immutable sorted runs of `(store key, version) -> value
+//! or tombstone`, written by a flush or a compaction.
+//!
+//! File layout (see `docs/format.md`): data blocks, each a checksummed
+//! frame, then the filter frame, then the index frame, then a 72-byte
+//! footer. The footer names where the index and filter are and carries the
+//! entry count and the version range; it is checksummed too, so every byte
+//! of a segment is covered by a checksum checked on the read that meets it.
+
+pub mod block;
+pub mod filter;
+pub mod reader;
+pub mod writer;
+
+use verity_codec::reader::Reader;
+use verity_codec::{frame, CodecError};
+
+pub use reader::{Segment, SegmentIter};
+pub use writer::SegmentWriter;
+
+/// The first bytes of a segment footer.
+pub const MAGIC: [u8; 8] = *b"VRTYSEG\0";
+/// The segment format this build writes and reads.
+pub const FORMAT: u8 = 1;
+/// Bytes of the footer.
+pub const FOOTER_LEN: usize = 72;
+
+/// What the manifest and the footer record of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentMeta {
+    /// The file number (`{number:06}.seg`).
+    pub number: u64,
+    /// Bytes of the file.
+    pub size: u64,
+    /// Entries (key, version) in it.
+    pub entries: u64,
+    /// The oldest version of an entry in it.
+    pub min_version: u64,
+    /// The newest version of an entry in it.
+    pub max_version: u64,
+}
+
+/// The footer's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Footer {
+    pub index_off: u64,
+    pub index_len: u32,
+    pub filter_off: u64,
+    pub filter_len: u32,
+    pub entries: u64,
+    pub min_version: u64,
+    pub max_version: u64,
+}
+
+impl Footer {
+    pub(crate) fn encode(&self) -> [u8; FOOTER_LEN] {
+        let mut f = [0u8; FOOTER_LEN];
+        f[..8].copy_from_slice(&MAGIC);
+        f[8] = FORMAT;
+        f[12..16].copy_from_slice(&self.index_len.to_le_bytes());
+        f[16..24].copy_from_slice(&self.index_off.to_le_bytes());
+        f[24..32].copy_from_slice(&self.filter_off.to_le_bytes());
+        f[32..36].copy_from_slice(&self.filter_len.to_le_bytes());
+        f[40..48].copy_from_slice(&self.entries.to_le_bytes());
+        f[48..56].copy_from_slice(&self.min_version.to_le_bytes());
+        f[56..64].copy_from_slice(&self.max_version.to_le_bytes());
+        let crc = frame::checksum(&f[..68]);
+        f[68..72].copy_from_slice(&crc.to_le_bytes());
+        f
+    }
+
+    /// Decodes and checks a footer read from the end of a file of
+    /// `file_len` bytes.
+    pub(crate) fn decode(f: &[u8; FOOTER_LEN], file_len: u64) -> Result<Footer, String> {
+        let mut crc = [0u8; 4];
+        crc.copy_from_slice(&f[68..72]);
+        let (expected, found) = (u32::from_le_bytes(crc), frame::checksum(&f[..68]));
+        if expected != found {
+            return Err(format!(
+                "footer checksum mismatch (expected {expected:#010x}, found {found:#010x})"
+            ));
+        }
+        if f[..8] != MAGIC {
+            return Err("not a segment file (bad magic)".to_owned());
+        }
+        if f[8] != FORMAT {
+            return Err(format!("unsupported segment format {}", f[8]));
+        }
+        let mut r = Reader::new(&f[12..64], "segment footer");
+        let read = |r: &mut Reader| -> Result<Footer, CodecError> {
+            let index_len = r.u32()?;
+            let index_off = r.u64()?;
+            let filter_off = r.u64()?;
+            let filter_len = r.u32()?;
+            r.u32()?;
+            Ok(Footer {
+                index_off,
+                index_len,
+                filter_off,
+                filter_len,
+                entries: r.u64()?,
+                min_version: r.u64()?,
+                max_version: r.u64()?,
+            })
+        };
+        let footer = read(&mut r).map_err(|e| e.to_string())?;
+        let body_end = file_len.saturating_sub(FOOTER_LEN as u64);
+        let fits = |off: u64, len: u32| {
+            off.checked_add(u64::from(len))
+                .is_some_and(|e| e <= body_end)
+        };
+        if !fits(footer.index_off, footer.index_len) || !fits(footer.filter_off, footer.filter_len)
+        {
+            return Err("footer points outside the file".to_owned());
+        }
+        if footer.min_version > footer.max_version {
+            return Err("footer version range is inverted".to_owned());
+        }
+        Ok(footer)
+    }
+}
+
+/// One block as the index lists it: the last entry of the block and where
+/// the block's frame is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub last_key: Box<[u8]>,
+    pub last_version: u64,
+    pub offset: u64,
+    pub len: u32,
+}
