@@ -471,7 +471,11 @@ impl Engine {
 
     /// Commits `batch` as `version`, newer than every committed version.
     /// The version is readable when this returns and durable after the
-    /// next [`sync`](Self::sync).
+    /// next [`sync`](Self::sync). When the commit fills the memtable, it
+    /// also syncs the WAL and starts a new one; if that I/O fails, the
+    /// error is returned, the engine is poisoned, and the version may
+    /// still be found after a reopen (its fate is unknown, as with any
+    /// write whose sync failed).
     pub fn commit(&self, version: u64, mut batch: WriteBatch) -> Result<()> {
         let s = &*self.shared;
         s.check_poisoned()?;
@@ -630,12 +634,14 @@ impl Engine {
     }
 
     /// Raises the retention floor: versions below `floor` are no longer
-    /// readable, and compaction drops what only they could see. Durable
-    /// when this returns.
+    /// readable, and compaction drops what only they could see. Syncs the
+    /// WAL first (the floor may not pass the newest durable version); the
+    /// new floor is durable when this returns.
     pub fn prune(&self, floor: u64) -> Result<()> {
         let s = &*self.shared;
-        s.check_poisoned()?;
-        if load(&s.latest).is_none_or(|l| floor > l) {
+        // The floor must never pass what a crash keeps: sync first.
+        self.sync()?;
+        if load(&s.durable).is_none_or(|l| floor > l) {
             return Err(EngineError::InvalidArgument(
                 "the floor may not pass the newest version",
             ));

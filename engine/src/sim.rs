@@ -86,12 +86,17 @@ struct State {
     ops: u64,
     /// Operation count at which to fail, and how.
     fault: Option<(u64, Fault)>,
+    /// Operations after this count fail: the power is off until a crash.
+    halt_after: Option<u64>,
 }
 
 impl State {
     /// Counts an operation and fails it if a fault is due.
     fn tick(&mut self) -> io::Result<()> {
         self.ops += 1;
+        if self.halt_after.is_some_and(|h| self.ops > h) {
+            return Err(io::Error::other("simulated power loss"));
+        }
         match self.fault {
             Some((at, fault)) if at == self.ops => {
                 self.fault = None;
@@ -200,6 +205,14 @@ impl SimDisk {
         state.fault = Some((state.ops + n, fault));
     }
 
+    /// Cuts the power after `n` more operations: every later operation
+    /// fails (and changes nothing) until [`crash`](Self::crash). With a
+    /// crash afterwards, this stops a workload at any point of its I/O.
+    pub fn halt_after(&self, n: u64) {
+        let mut state = self.state.lock();
+        state.halt_after = Some(state.ops + n);
+    }
+
     /// Cancels a pending fault.
     pub fn clear_fault(&self) {
         self.state.lock().fault = None;
@@ -256,6 +269,7 @@ impl SimDisk {
         state.names = state.durable_names.clone();
         state.epoch += 1;
         state.fault = None;
+        state.halt_after = None;
     }
 
     /// The written image of `path` (what reads see), for tests that damage
