@@ -1,14 +1,17 @@
 //! The versioned page store of Verity.
 //!
 //! Built so far: the I/O seam ([`io::IoBackend`]) with the operating
-//! system's files ([`io::StdIo`]) and a simulated disk that crashes and
-//! fails on demand ([`sim::SimDisk`]), and the write-ahead log
-//! ([`wal::Wal`]). The memtable, segment files, manifest, io_uring backend
-//! and compaction follow.
+//! system's files ([`io::StdIo`]), an io_uring backend on Linux
+//! (`uring::UringIo`; [`io::best_backend`] picks it when the kernel allows)
+//! and a simulated disk that crashes and fails on demand
+//! ([`sim::SimDisk`]), and the write-ahead log ([`wal::Wal`]). The
+//! memtable, segment files, manifest and compaction follow.
 
 pub mod error;
 pub mod io;
 pub mod sim;
+#[cfg(target_os = "linux")]
+pub mod uring;
 pub mod wal;
 
 pub use error::{EngineError, Result};
