@@ -2,6 +2,9 @@
 //! [`IoBackend`], so the same engine runs over the operating system's files
 //! and over the [`SimDisk`](crate::sim::SimDisk) that tests crash.
 //!
+//! [`best_backend`] picks the backend for real files: io_uring where the
+//! kernel allows it, [`StdIo`] elsewhere or when `VERITY_IO=std` says so.
+//!
 //! Errors at this seam are plain [`std::io::Error`]s; the engine adds the
 //! operation and path when it turns them into an
 //! [`EngineError`](crate::EngineError).
@@ -158,4 +161,32 @@ impl IoBackend for StdIo {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+}
+
+/// The environment variable [`best_backend`] reads: `VERITY_IO=std` forces
+/// [`StdIo`] (to test or run the fallback on a machine with io_uring);
+/// unset or any other value tries io_uring first.
+pub const BACKEND_ENV: &str = "VERITY_IO";
+
+/// The backend for real files: the io_uring backend (`"io_uring"`, with
+/// `O_DIRECT` reads when `direct` is set) where the kernel sets up a ring,
+/// otherwise [`StdIo`] (`"std"`): on other systems, on kernels before 5.6,
+/// where seccomp or `kernel.io_uring_disabled` forbid io_uring, or when
+/// the environment variable [`BACKEND_ENV`] (`VERITY_IO`) is `std`.
+/// [`IoBackend::name`] tells which one it is.
+pub fn best_backend(direct: bool) -> Arc<dyn IoBackend> {
+    let forced_std = std::env::var_os(BACKEND_ENV).is_some_and(|v| v == "std");
+    #[cfg(target_os = "linux")]
+    if !forced_std {
+        let options = crate::uring::UringOptions {
+            direct,
+            ..Default::default()
+        };
+        if let Ok(io) = crate::uring::UringIo::new(options) {
+            return Arc::new(io);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (direct, forced_std);
+    Arc::new(StdIo)
 }

@@ -6,8 +6,10 @@
 //! [`memtable`]; full memtables are flushed to immutable [`segment`] files,
 //! which background compaction merges while dropping history below the
 //! retention floor. The [`manifest`] names the live files. Every byte goes
-//! through the I/O seam ([`io::IoBackend`]): the operating system's files,
-//! or a simulated disk that crashes and fails on demand ([`sim::SimDisk`]).
+//! through the I/O seam ([`io::IoBackend`]): io_uring on Linux
+//! (`uring::UringIo`, chosen by [`io::best_backend`] when the kernel
+//! allows), positional reads and writes ([`io::StdIo`]) otherwise, or a
+//! simulated disk that crashes and fails on demand ([`sim::SimDisk`]).
 //!
 //! It is not a trie: it knows nothing of hashing; `verity-merkle` decides
 //! what the pages hold.
@@ -39,6 +41,8 @@ pub mod manifest;
 pub mod memtable;
 pub mod segment;
 pub mod sim;
+#[cfg(target_os = "linux")]
+pub mod uring;
 pub mod wal;
 
 pub use engine::{Engine, EngineStats, Found, Options};
