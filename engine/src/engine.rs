@@ -159,6 +159,9 @@ pub struct EngineStats {
     pub flushes: u64,
     /// Compactions done.
     pub compactions: u64,
+    /// Obsolete files whose removal failed (harmless: the next open
+    /// removes them).
+    pub cleanup_failures: u64,
     /// True after a failed write or sync.
     pub poisoned: bool,
 }
@@ -207,6 +210,7 @@ struct Counters {
     compaction: AtomicU64,
     flushes: AtomicU64,
     compactions: AtomicU64,
+    cleanup_failures: AtomicU64,
 }
 
 struct Shared {
@@ -720,6 +724,7 @@ impl Engine {
             compaction_bytes: c.compaction.load(Ordering::Relaxed),
             flushes: c.flushes.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
+            cleanup_failures: c.cleanup_failures.load(Ordering::Relaxed),
             poisoned: s.poisoned.load(Ordering::Acquire),
         }
     }
@@ -921,9 +926,23 @@ impl Shared {
         // The WAL files before the new minimum hold only flushed versions.
         // A failed removal is harmless: the next open removes them.
         for n in old_min_wal..frozen.next_wal {
-            let _ = self.io.remove(&self.dir.join(wal_name(n)));
+            self.remove_obsolete(&self.dir.join(wal_name(n)));
         }
         Ok(())
+    }
+
+    /// Removes a file no manifest names any more; a failure is counted,
+    /// not returned (the next open removes the file).
+    fn remove_obsolete(&self, path: &Path) {
+        match self.io.remove(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => {
+                self.counters
+                    .cleanup_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn floor_pending(&self) -> bool {
@@ -1055,7 +1074,7 @@ impl Shared {
             self.cache.forget_segment(n);
             // Readers holding the old view keep their open handles; a
             // failed removal is redone by the next open.
-            let _ = self.io.remove(&self.dir.join(segment_name(n)));
+            self.remove_obsolete(&self.dir.join(segment_name(n)));
         }
         Ok(())
     }

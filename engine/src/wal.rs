@@ -108,6 +108,13 @@ impl Wal {
         let err = |op| move |e| EngineError::io(op, path, e);
         let (file, recovery, len) = read_log(io, path)?;
         let end = match &recovery.cut {
+            Some(cut) if cut.offset < HEADER_LEN as u64 => {
+                // The file's creation did not finish: write its header anew.
+                file.set_len(0).map_err(err("truncate"))?;
+                file.write_at(&header(), 0).map_err(err("write"))?;
+                file.sync().map_err(err("sync"))?;
+                HEADER_LEN as u64
+            }
             Some(cut) => {
                 file.set_len(cut.offset).map_err(err("truncate"))?;
                 file.sync().map_err(err("sync"))?;
@@ -215,6 +222,17 @@ fn read_log(io: &dyn IoBackend, path: &Path) -> Result<(Arc<dyn IoFile>, Recover
 
 /// Reads the records of a log file's bytes.
 fn parse(path: &Path, bytes: &[u8]) -> Result<Recovery> {
+    if bytes.len() < HEADER_LEN && header().starts_with(bytes) {
+        // A crash while the file was created: no record was ever in it.
+        return Ok(Recovery {
+            records: Vec::new(),
+            cut: Some(Cut {
+                offset: 0,
+                dropped: bytes.len() as u64,
+                reason: "the file's creation did not finish (partial header)".to_owned(),
+            }),
+        });
+    }
     if bytes.len() < HEADER_LEN || bytes[..8] != MAGIC {
         return Err(EngineError::corruption(
             path,
