@@ -315,13 +315,39 @@ fn engine_matches_the_model_on_the_simulated_disk() {
         .expect("model");
 }
 
-#[test]
-fn engine_matches_the_model_on_real_files() {
-    let mut runner = runner("engine_matches_the_model_on_real_files", 8 * scale());
+fn on_real_files(test: &str, io: Arc<dyn IoBackend>) {
+    let mut runner = runner(test, 8 * scale());
     runner
         .run(&prop::collection::vec(arb_op(), 1..120), |ops| {
             let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
-            run_model(Arc::new(StdIo), None, dir.path(), ops)
+            run_model(io.clone(), None, dir.path(), ops)
         })
         .expect("model");
+}
+
+#[test]
+fn engine_matches_the_model_on_real_files_with_positional_io() {
+    on_real_files(
+        "engine_matches_the_model_on_real_files_with_positional_io",
+        Arc::new(StdIo),
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn engine_matches_the_model_on_real_files_with_io_uring() {
+    use verity_engine::uring::{UringIo, UringOptions};
+    for direct in [false, true] {
+        let options = UringOptions {
+            direct,
+            ..UringOptions::default()
+        };
+        match UringIo::new(options) {
+            Ok(io) => on_real_files(
+                "engine_matches_the_model_on_real_files_with_io_uring",
+                Arc::new(io),
+            ),
+            Err(e) => println!("io_uring unavailable ({e}); skipped"),
+        }
+    }
 }
