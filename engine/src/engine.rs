@@ -875,17 +875,23 @@ impl Shared {
         Ok(true)
     }
 
+    /// A writer for a new segment file with the next file number.
+    fn new_segment(&self) -> Result<(PathBuf, SegmentWriter)> {
+        let number = self.next_file.fetch_add(1, Ordering::AcqRel);
+        let path = self.dir.join(segment_name(number));
+        let w = SegmentWriter::create(
+            &*self.io,
+            &path,
+            number,
+            self.opts.block_size,
+            self.opts.compression,
+        )?;
+        Ok((path, w))
+    }
+
     fn write_flush(&self, frozen: &Arc<Frozen>) -> Result<()> {
         let segment = if !frozen.mem.is_empty() {
-            let number = self.next_file.fetch_add(1, Ordering::AcqRel);
-            let path = self.dir.join(segment_name(number));
-            let mut w = SegmentWriter::create(
-                &*self.io,
-                &path,
-                number,
-                self.opts.block_size,
-                self.opts.compression,
-            )?;
+            let (path, mut w) = self.new_segment()?;
             for (key, version, value) in frozen.mem.iter() {
                 w.add(key, version, value.as_deref())?;
             }
@@ -977,15 +983,7 @@ impl Shared {
         for it in &mut iters {
             heads.push(it.next_entry()?);
         }
-        let number = self.next_file.fetch_add(1, Ordering::AcqRel);
-        let path = self.dir.join(segment_name(number));
-        let mut w = SegmentWriter::create(
-            &*self.io,
-            &path,
-            number,
-            self.opts.block_size,
-            self.opts.compression,
-        )?;
+        let (path, mut w) = self.new_segment()?;
         if let Some(rate) = self.opts.compaction_rate {
             w.set_pacer(pacer(rate));
         }

@@ -4,6 +4,8 @@
 //! every I/O call, and damage at every byte. Crashes, faults and damage
 //! need the simulated disk, so only the round trip runs on every backend.
 
+mod common;
+
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
@@ -13,15 +15,7 @@ use verity_engine::sim::{CrashMode, Fault, SimDisk};
 use verity_engine::wal::{Wal, WalRecord, HEADER_LEN};
 use verity_engine::EngineError;
 
-/// The seed of a randomised test: `VERITY_SEED` or a fresh one, printed.
-fn seed(test: &str) -> u64 {
-    let seed = std::env::var("VERITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    println!("{test}: VERITY_SEED={seed}");
-    seed
-}
+use common::seed;
 
 /// `groups` groups of 1..=4 records with bodies of 0..=700 bytes (some
 /// records span several sectors).
