@@ -145,7 +145,7 @@ mod tests {
 
     fn block(n: usize) -> Arc<Block> {
         let mut b = BlockBuilder::default();
-        b.add(b"k", 1, Some(&vec![7u8; n]));
+        b.add(b"k", 1, crate::memtable::RecordRef::Put(&vec![7u8; n]));
         Arc::new(Block::new(b.finish()).expect("a block just built"))
     }
 

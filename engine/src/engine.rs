@@ -27,7 +27,7 @@ use crate::cache::BlockCache;
 use crate::error::{EngineError, Result};
 use crate::io::IoBackend;
 use crate::manifest::{self, Manifest};
-use crate::memtable::{store_key, Memtable, Value, WriteBatch};
+use crate::memtable::{store_key, Memtable, Record, Value, WriteBatch};
 use crate::segment::filter::key_hash;
 use crate::segment::reader::OwnedEntry;
 use crate::segment::{Segment, SegmentIter, SegmentMeta, SegmentWriter};
@@ -111,14 +111,13 @@ impl Options {
     }
 }
 
-/// What a read found: the value (or `None` for a deletion) and the version
-/// that wrote it.
+/// What a read found: the record and the version that wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     /// The version of the entry.
     pub version: u64,
-    /// The value, `None` when that version deleted the key.
-    pub value: Value,
+    /// What that version wrote.
+    pub record: Record,
 }
 
 /// Figures of a running engine.
@@ -538,7 +537,31 @@ impl Engine {
     /// The value of `key` in `ns` as of `version`, `None` when it is absent
     /// or deleted.
     pub fn get(&self, ns: Namespace, key: &[u8], version: u64) -> Result<Value> {
-        Ok(self.get_entry(ns, key, version)?.and_then(|f| f.value))
+        Ok(self
+            .get_entry(ns, key, version)?
+            .and_then(|f| f.record.value()))
+    }
+
+    /// The records of `key` in `ns` at or below `version`, newest first,
+    /// back to and including the newest whole one (a put or a deletion):
+    /// what reading a delta-encoded key as of `version` needs. Empty when
+    /// the key was never written; ends with a delta only if the writer
+    /// wrote a delta with no whole record before it.
+    pub fn chain(&self, ns: Namespace, key: &[u8], version: u64) -> Result<Vec<Found>> {
+        let s = &*self.shared;
+        s.check_readable(version)?;
+        let key = store_key(ns, key);
+        let mut out = Vec::new();
+        let mut at = version;
+        while let Some(found) = s.lookup(&key, at)? {
+            let (whole, v) = (found.record.is_whole(), found.version);
+            out.push(found);
+            match v.checked_sub(1) {
+                Some(older) if !whole => at = older,
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// The newest entry of `key` in `ns` at or below `version` (a value or
@@ -546,35 +569,7 @@ impl Engine {
     pub fn get_entry(&self, ns: Namespace, key: &[u8], version: u64) -> Result<Option<Found>> {
         let s = &*self.shared;
         s.check_readable(version)?;
-        let key = store_key(ns, key);
-        let view = {
-            let mem = s.mem.read();
-            if let Some((v, value)) = mem.get(&key, version) {
-                return Ok(Some(Found {
-                    version: v,
-                    value: value.clone(),
-                }));
-            }
-            s.view.read().clone()
-        };
-        for f in &view.frozen {
-            if let Some((v, value)) = f.mem.get(&key, version) {
-                return Ok(Some(Found {
-                    version: v,
-                    value: value.clone(),
-                }));
-            }
-        }
-        let hash = key_hash(&key);
-        for seg in view.segments.iter().rev() {
-            if seg.meta().min_version > version {
-                continue;
-            }
-            if let Some((v, value)) = seg.get(&key, version, hash, &s.cache)? {
-                return Ok(Some(Found { version: v, value }));
-            }
-        }
-        Ok(None)
+        s.lookup(&store_key(ns, key), version)
     }
 
     /// The values of many keys of `ns` as of `version`. The blocks each
@@ -590,7 +585,7 @@ impl Engine {
             let mem = s.mem.read();
             for (i, key) in store_keys.iter().enumerate() {
                 match mem.get(key, version) {
-                    Some((_, value)) => out[i] = value.clone(),
+                    Some((_, record)) => out[i] = record.value(),
                     None => pending.push(i),
                 }
             }
@@ -598,8 +593,8 @@ impl Engine {
         };
         for f in &view.frozen {
             pending.retain(|&i| match f.mem.get(&store_keys[i], version) {
-                Some((_, value)) => {
-                    out[i] = value.clone();
+                Some((_, record)) => {
+                    out[i] = record.value();
                     false
                 }
                 None => true,
@@ -627,8 +622,8 @@ impl Engine {
             let read = seg.read_blocks(&blocks, &s.cache)?;
             for &(i, b) in &located {
                 let k = blocks.binary_search(&b).unwrap_or(0);
-                if let Some((_, value)) = seg.find_in(&read[k], b, &store_keys[i], version)? {
-                    out[i] = value;
+                if let Some((_, record)) = seg.find_in(&read[k], b, &store_keys[i], version)? {
+                    out[i] = record.value();
                     done[i] = true;
                 }
             }
@@ -801,6 +796,38 @@ impl Shared {
         r
     }
 
+    /// The newest entry of a store key at or below `version`.
+    fn lookup(&self, key: &[u8], version: u64) -> Result<Option<Found>> {
+        let view = {
+            let mem = self.mem.read();
+            if let Some((v, record)) = mem.get(key, version) {
+                return Ok(Some(Found {
+                    version: v,
+                    record: record.clone(),
+                }));
+            }
+            self.view.read().clone()
+        };
+        for f in &view.frozen {
+            if let Some((v, record)) = f.mem.get(key, version) {
+                return Ok(Some(Found {
+                    version: v,
+                    record: record.clone(),
+                }));
+            }
+        }
+        let hash = key_hash(key);
+        for seg in view.segments.iter().rev() {
+            if seg.meta().min_version > version {
+                continue;
+            }
+            if let Some((v, record)) = seg.get(key, version, hash, &self.cache)? {
+                return Ok(Some(Found { version: v, record }));
+            }
+        }
+        Ok(None)
+    }
+
     fn check_readable(&self, version: u64) -> Result<()> {
         self.check_poisoned()?;
         let latest = load(&self.latest);
@@ -892,8 +919,8 @@ impl Shared {
     fn write_flush(&self, frozen: &Arc<Frozen>) -> Result<()> {
         let segment = if !frozen.mem.is_empty() {
             let (path, mut w) = self.new_segment()?;
-            for (key, version, value) in frozen.mem.iter() {
-                w.add(key, version, value.as_deref())?;
+            for (key, version, record) in frozen.mem.iter() {
+                w.add(key, version, record.as_ref())?;
             }
             let meta = w.finish()?;
             self.counters.flush.fetch_add(meta.size, Ordering::Relaxed);
@@ -988,7 +1015,9 @@ impl Shared {
             w.set_pacer(pacer(rate));
         }
         let mut current: Option<Vec<u8>> = None;
-        let mut kept_at_floor = false;
+        // Per key: whether an entry at or below the floor was met, and
+        // whether the entries kept below the floor end in a whole record.
+        let (mut below_floor, mut chain_whole) = (false, false);
         loop {
             // The smallest head in segment order; segments are version
             // disjoint, so equal keys never tie on version.
@@ -1007,29 +1036,30 @@ impl Shared {
                 }
             }
             let Some(i) = best else { break };
-            let Some((key, version, value)) = heads[i].take() else {
+            let Some((key, version, record)) = heads[i].take() else {
                 break;
             };
             heads[i] = iters[i].next_entry()?;
             if current.as_deref() != Some(key.as_slice()) {
                 current = Some(key.clone());
-                kept_at_floor = false;
+                (below_floor, chain_whole) = (false, false);
             }
-            if let Some(f) = floor {
-                if version <= f {
-                    // Only the newest entry at or below the floor is
-                    // reachable; a deletion there needs no record at the
-                    // bottom, where nothing older can reappear.
-                    if kept_at_floor {
-                        continue;
-                    }
-                    kept_at_floor = true;
-                    if bottom && value.is_none() {
-                        continue;
-                    }
+            if floor.is_some_and(|f| version <= f) {
+                // The newest entry at or below the floor is reachable, and
+                // if it is a delta, so is every record back to a whole
+                // one; nothing older is. A deletion there needs no record
+                // at the bottom, where nothing older can reappear.
+                if below_floor && chain_whole {
+                    continue;
+                }
+                let newest = !below_floor;
+                below_floor = true;
+                chain_whole = record.is_whole();
+                if newest && bottom && record == Record::Delete {
+                    continue;
                 }
             }
-            w.add(&key, version, value.as_deref())?;
+            w.add(&key, version, record.as_ref())?;
         }
         let output = if w.entries() > 0 {
             let meta = w.finish()?;

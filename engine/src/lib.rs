@@ -47,7 +47,7 @@ pub mod wal;
 
 pub use engine::{Engine, EngineStats, Found, Options};
 pub use error::{EngineError, Result};
-pub use memtable::{Value, WriteBatch};
+pub use memtable::{Record, RecordRef, Value, WriteBatch};
 
 /// The three ordered namespaces the store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

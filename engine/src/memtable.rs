@@ -15,8 +15,95 @@ use verity_codec::varint;
 use crate::error::{EngineError, Result};
 use crate::Namespace;
 
-/// A stored value, or `None` for a tombstone (the key was deleted).
+/// A value as reads return it, or `None` when the key is absent or
+/// deleted.
 pub type Value = Option<Arc<[u8]>>;
+
+/// What one version wrote to one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A whole value.
+    Put(Arc<[u8]>),
+    /// A value that is a change to the key's older records (a page delta):
+    /// reading it needs the records back to the newest `Put`. Compaction
+    /// keeps that chain for every retained version.
+    Delta(Arc<[u8]>),
+    /// A deletion (tombstone).
+    Delete,
+}
+
+impl Record {
+    /// The bytes of a put or a delta.
+    pub fn bytes(&self) -> Option<&Arc<[u8]>> {
+        match self {
+            Record::Put(b) | Record::Delta(b) => Some(b),
+            Record::Delete => None,
+        }
+    }
+
+    /// True for a put or a deletion: the record needs nothing older.
+    pub fn is_whole(&self) -> bool {
+        !matches!(self, Record::Delta(_))
+    }
+
+    /// The record borrowed.
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        match self {
+            Record::Put(b) => RecordRef::Put(b),
+            Record::Delta(b) => RecordRef::Delta(b),
+            Record::Delete => RecordRef::Delete,
+        }
+    }
+
+    /// The value a plain read returns: the bytes of a put or a delta.
+    pub fn value(&self) -> Value {
+        self.bytes().cloned()
+    }
+
+    fn size(&self) -> usize {
+        self.bytes().map_or(0, |b| b.len())
+    }
+}
+
+/// A record borrowed from a block or a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordRef<'a> {
+    /// A whole value.
+    Put(&'a [u8]),
+    /// A change to the older records.
+    Delta(&'a [u8]),
+    /// A deletion.
+    Delete,
+}
+
+impl RecordRef<'_> {
+    /// The kind byte of the record in WAL bodies and blocks: 0 put,
+    /// 1 delete, 2 delta.
+    pub fn kind(&self) -> u8 {
+        match self {
+            RecordRef::Put(_) => 0,
+            RecordRef::Delete => 1,
+            RecordRef::Delta(_) => 2,
+        }
+    }
+
+    /// The bytes of a put or a delta.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            RecordRef::Put(b) | RecordRef::Delta(b) => Some(b),
+            RecordRef::Delete => None,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_owned_record(&self) -> Record {
+        match self {
+            RecordRef::Put(b) => Record::Put(Arc::from(*b)),
+            RecordRef::Delta(b) => Record::Delta(Arc::from(*b)),
+            RecordRef::Delete => Record::Delete,
+        }
+    }
+}
 
 /// The longest user key the engine takes, in bytes.
 pub const MAX_KEY: usize = 64 << 10;
@@ -27,7 +114,7 @@ pub const MAX_VALUE: usize = 64 << 20;
 /// A key written twice in one batch keeps its last write.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
-    entries: Vec<(Vec<u8>, Value)>,
+    entries: Vec<(Vec<u8>, Record)>,
     bytes: usize,
 }
 
@@ -53,7 +140,20 @@ impl WriteBatch {
         }
         self.bytes += key.len() + value.len() + 16;
         self.entries
-            .push((store_key(ns, key), Some(Arc::from(value))));
+            .push((store_key(ns, key), Record::Put(Arc::from(value))));
+        Ok(())
+    }
+
+    /// Writes a delta to `key` of `ns`: a change that needs the key's
+    /// older records to be read (see [`Record::Delta`]).
+    pub fn put_delta(&mut self, ns: Namespace, key: &[u8], delta: &[u8]) -> Result<()> {
+        check_key(key)?;
+        if delta.len() > MAX_VALUE {
+            return Err(EngineError::InvalidArgument("value longer than MAX_VALUE"));
+        }
+        self.bytes += key.len() + delta.len() + 16;
+        self.entries
+            .push((store_key(ns, key), Record::Delta(Arc::from(delta))));
         Ok(())
     }
 
@@ -61,7 +161,7 @@ impl WriteBatch {
     pub fn delete(&mut self, ns: Namespace, key: &[u8]) -> Result<()> {
         check_key(key)?;
         self.bytes += key.len() + 16;
-        self.entries.push((store_key(ns, key), None));
+        self.entries.push((store_key(ns, key), Record::Delete));
         Ok(())
     }
 
@@ -84,7 +184,7 @@ impl WriteBatch {
     pub(crate) fn normalise(&mut self) {
         // A stable sort keeps writes of one key in the order they were made.
         self.entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(Vec<u8>, Value)> = Vec::with_capacity(self.entries.len());
+        let mut out: Vec<(Vec<u8>, Record)> = Vec::with_capacity(self.entries.len());
         for e in self.entries.drain(..) {
             match out.last_mut() {
                 Some(last) if last.0 == e.0 => *last = e,
@@ -95,25 +195,23 @@ impl WriteBatch {
     }
 
     /// The entries, in order after [`normalise`](Self::normalise).
-    pub(crate) fn entries(&self) -> &[(Vec<u8>, Value)] {
+    pub(crate) fn entries(&self) -> &[(Vec<u8>, Record)] {
         &self.entries
     }
 
     /// The WAL body of the batch:
     /// `count: varint | (key: bytes | kind: u8 | [value: bytes])*`, where
-    /// `bytes` is a varint length and the bytes, and kind is 0 for a put
-    /// and 1 for a tombstone.
+    /// `bytes` is a varint length and the bytes, and kind is 0 for a put,
+    /// 1 for a tombstone and 2 for a delta.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bytes + 8);
         varint::put(&mut out, self.entries.len() as u64);
         for (key, value) in &self.entries {
             put_bytes(&mut out, key);
-            match value {
-                Some(v) => {
-                    out.push(0);
-                    put_bytes(&mut out, v);
-                }
-                None => out.push(1),
+            let r = value.as_ref();
+            out.push(r.kind());
+            if let Some(b) = r.bytes() {
+                put_bytes(&mut out, b);
             }
         }
         out
@@ -131,11 +229,12 @@ impl WriteBatch {
                 return Err("empty store key".to_owned());
             }
             let value = match r.u8().map_err(err)? {
-                0 => Some(Arc::<[u8]>::from(r.bytes(MAX_VALUE as u64).map_err(err)?)),
-                1 => None,
+                0 => Record::Put(Arc::from(r.bytes(MAX_VALUE as u64).map_err(err)?)),
+                1 => Record::Delete,
+                2 => Record::Delta(Arc::from(r.bytes(MAX_VALUE as u64).map_err(err)?)),
                 k => return Err(format!("unknown entry kind {k}")),
             };
-            batch.bytes += key.len() + value.as_ref().map_or(0, |v| v.len()) + 16;
+            batch.bytes += key.len() + value.size() + 16;
             batch.entries.push((key.to_vec(), value));
         }
         r.finish().map_err(err)?;
@@ -153,7 +252,7 @@ fn check_key(key: &[u8]) -> Result<()> {
 /// The versions committed since the last flush.
 #[derive(Debug, Default)]
 pub struct Memtable {
-    map: BTreeMap<Vec<u8>, Vec<(u64, Value)>>,
+    map: BTreeMap<Vec<u8>, Vec<(u64, Record)>>,
     bytes: usize,
     entries: usize,
     min_version: Option<u64>,
@@ -169,7 +268,7 @@ impl Memtable {
     /// Adds the writes of `version`, newer than every version here.
     pub(crate) fn apply(&mut self, version: u64, batch: &WriteBatch) {
         for (key, value) in batch.entries() {
-            let size = key.len() + value.as_ref().map_or(0, |v| v.len()) + 48;
+            let size = key.len() + value.size() + 48;
             match self.map.get_mut(key.as_slice()) {
                 Some(versions) => match versions.last_mut() {
                     Some(last) if last.0 == version => last.1 = value.clone(),
@@ -187,7 +286,7 @@ impl Memtable {
     }
 
     /// The newest entry of `key` at or below `version`.
-    pub fn get(&self, key: &[u8], version: u64) -> Option<(u64, &Value)> {
+    pub fn get(&self, key: &[u8], version: u64) -> Option<(u64, &Record)> {
         let versions = self.map.get(key)?;
         let n = versions.partition_point(|(v, _)| *v <= version);
         versions[..n].last().map(|(v, value)| (*v, value))
@@ -219,7 +318,7 @@ impl Memtable {
     }
 
     /// Every entry in segment order: keys ascending, versions descending.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], u64, &Value)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], u64, &Record)> + '_ {
         self.map.iter().flat_map(|(key, versions)| {
             versions
                 .iter()
@@ -244,7 +343,7 @@ mod tests {
         let back = WriteBatch::decode(&b.encode()).map_err(|_| EngineError::Poisoned)?;
         assert_eq!(back.entries(), b.entries());
         assert_eq!(b.len(), 3);
-        assert_eq!(b.entries()[2], (b"Sb".to_vec(), None));
+        assert_eq!(b.entries()[2], (b"Sb".to_vec(), Record::Delete));
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //!
 //! Raw layout: `entry* | offset: u32 LE per entry | count: u32 LE`, where
 //! an entry is `key: varint length + bytes | version: u64 LE | kind: u8
-//! (0 value, 1 tombstone) | [value: varint length + bytes]`. Entries are
+//! (0 value, 1 tombstone, 2 delta) | [value: varint length + bytes]`. Entries are
 //! sorted by key ascending, then version descending. On disk a raw block
 //! is [`verity_codec::block`]-encoded (stored or zstd) inside a checksummed
 //! [`verity_codec::frame`].
@@ -13,7 +13,7 @@ use std::cmp::Ordering;
 use verity_codec::reader::{put_bytes, put_u32, put_u64, Reader};
 use verity_codec::CodecError;
 
-use crate::memtable::{MAX_KEY, MAX_VALUE};
+use crate::memtable::{RecordRef, MAX_KEY, MAX_VALUE};
 
 /// Orders `(key, version)` pairs the way segments store them: key
 /// ascending, then version descending (newest first).
@@ -28,8 +28,8 @@ pub struct EntryRef<'a> {
     pub key: &'a [u8],
     /// The version that wrote it.
     pub version: u64,
-    /// The value, or `None` for a tombstone.
-    pub value: Option<&'a [u8]>,
+    /// What the version wrote.
+    pub record: RecordRef<'a>,
 }
 
 /// Builds one raw block.
@@ -41,16 +41,13 @@ pub struct BlockBuilder {
 
 impl BlockBuilder {
     /// Appends an entry (the caller keeps the order).
-    pub fn add(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) {
+    pub fn add(&mut self, key: &[u8], version: u64, record: RecordRef<'_>) {
         self.offsets.push(self.data.len() as u32);
         put_bytes(&mut self.data, key);
         put_u64(&mut self.data, version);
-        match value {
-            Some(v) => {
-                self.data.push(0);
-                put_bytes(&mut self.data, v);
-            }
-            None => self.data.push(1),
+        self.data.push(record.kind());
+        if let Some(b) = record.bytes() {
+            put_bytes(&mut self.data, b);
         }
     }
 
@@ -149,16 +146,17 @@ impl Block {
         let mut r = Reader::with_base(&self.raw[start..end], "segment entry", start);
         let key = r.bytes(MAX_KEY as u64 + 1)?;
         let version = r.u64()?;
-        let value = match r.u8()? {
-            0 => Some(r.bytes(MAX_VALUE as u64)?),
-            1 => None,
+        let record = match r.u8()? {
+            0 => RecordRef::Put(r.bytes(MAX_VALUE as u64)?),
+            1 => RecordRef::Delete,
+            2 => RecordRef::Delta(r.bytes(MAX_VALUE as u64)?),
             _ => return Err(r.corrupt("unknown entry kind")),
         };
         r.finish()?;
         Ok(EntryRef {
             key,
             version,
-            value,
+            record,
         })
     }
 
@@ -187,9 +185,9 @@ mod tests {
 
     fn sample() -> Result<Block, CodecError> {
         let mut b = BlockBuilder::default();
-        b.add(b"a", 9, Some(b"a9"));
-        b.add(b"a", 4, None);
-        b.add(b"c", 7, Some(b""));
+        b.add(b"a", 9, RecordRef::Put(b"a9"));
+        b.add(b"a", 4, RecordRef::Delete);
+        b.add(b"c", 7, RecordRef::Delta(b""));
         Block::new(b.finish())
     }
 
@@ -200,12 +198,12 @@ mod tests {
         assert_eq!(b.seek(b"a", 100)?, 0);
         assert_eq!(b.seek(b"a", 9)?, 0);
         assert_eq!(b.seek(b"a", 8)?, 1);
-        assert_eq!(b.entry(1)?.value, None);
+        assert_eq!(b.entry(1)?.record, RecordRef::Delete);
         assert_eq!(b.seek(b"a", 3)?, 2);
         assert_eq!(b.entry(2)?.key, b"c");
         assert_eq!(b.seek(b"b", 3)?, 2);
         assert_eq!(b.seek(b"d", 3)?, 3);
-        assert_eq!(b.entry(2)?.value, Some(&b""[..]));
+        assert_eq!(b.entry(2)?.record, RecordRef::Delta(b""));
         Ok(())
     }
 
@@ -215,7 +213,7 @@ mod tests {
         assert!(Block::new(vec![0, 0, 0, 0]).is_err());
         assert!(Block::new(vec![9, 0, 0, 0]).is_err());
         let mut raw = BlockBuilder::default();
-        raw.add(b"k", 1, Some(b"v"));
+        raw.add(b"k", 1, RecordRef::Put(b"v"));
         let mut raw = raw.finish();
         // Damage the key length: the entry no longer fits its slot.
         raw[0] = 0x7f;

@@ -14,7 +14,7 @@ use super::{Footer, IndexEntry, SegmentMeta, FOOTER_LEN};
 use crate::cache::BlockCache;
 use crate::error::{EngineError, Result};
 use crate::io::{IoBackend, IoFile, ReadRequest};
-use crate::memtable::{Value, MAX_KEY, MAX_VALUE};
+use crate::memtable::{Record, MAX_KEY, MAX_VALUE};
 
 /// The largest raw block a reader accepts: one entry of the largest key
 /// and value always fits.
@@ -142,7 +142,7 @@ impl Segment {
         i: usize,
         key: &[u8],
         version: u64,
-    ) -> Result<Option<(u64, Value)>> {
+    ) -> Result<Option<(u64, Record)>> {
         let at = self.index[i].offset;
         let corrupt =
             |e: verity_codec::CodecError| EngineError::corruption(&self.path, at, e.to_string());
@@ -154,7 +154,7 @@ impl Segment {
         if e.key != key {
             return Ok(None);
         }
-        Ok(Some((e.version, e.value.map(Arc::from))))
+        Ok(Some((e.version, e.record.to_owned_record())))
     }
 
     /// The newest entry of `key` at or below `version`.
@@ -164,7 +164,7 @@ impl Segment {
         version: u64,
         hash: u64,
         cache: &BlockCache,
-    ) -> Result<Option<(u64, Value)>> {
+    ) -> Result<Option<(u64, Record)>> {
         match self.locate(key, version, hash) {
             Some(i) => {
                 let block = self.block(i, cache)?;
@@ -284,8 +284,8 @@ fn parse_index(bytes: &[u8], data_end: u64) -> std::result::Result<Vec<IndexEntr
     Ok(index)
 }
 
-/// One owned entry: store key, version, value or tombstone.
-pub type OwnedEntry = (Vec<u8>, u64, Value);
+/// One owned entry: store key, version, record.
+pub type OwnedEntry = (Vec<u8>, u64, Record);
 
 /// Reads a segment's entries in order.
 pub struct SegmentIter {
@@ -306,7 +306,11 @@ impl SegmentIter {
                         EngineError::corruption(&self.segment.path, at, e.to_string())
                     })?;
                     self.next_entry += 1;
-                    return Ok(Some((e.key.to_vec(), e.version, e.value.map(Arc::from))));
+                    return Ok(Some((
+                        e.key.to_vec(),
+                        e.version,
+                        e.record.to_owned_record(),
+                    )));
                 }
             }
             if self.next_block == self.segment.index.len() {

@@ -13,6 +13,7 @@ use super::filter::{key_hash, Filter};
 use super::{Footer, IndexEntry, SegmentMeta};
 use crate::error::{EngineError, Result};
 use crate::io::{IoBackend, IoFile};
+use crate::memtable::RecordRef;
 
 /// Output is written to the file in pieces of this size.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -91,7 +92,7 @@ impl SegmentWriter {
     }
 
     /// Adds an entry.
-    pub fn add(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) -> Result<()> {
+    pub fn add(&mut self, key: &[u8], version: u64, record: RecordRef<'_>) -> Result<()> {
         match &self.last {
             Some((k, v)) if cmp_entry(k, *v, key, version).is_ge() => {
                 return Err(EngineError::InvalidArgument(
@@ -101,7 +102,7 @@ impl SegmentWriter {
             Some((k, _)) if k.as_slice() == key => {}
             _ => self.hashes.push(key_hash(key)),
         }
-        self.block.add(key, version, value);
+        self.block.add(key, version, record);
         match &mut self.last {
             Some((k, v)) => {
                 k.clear();

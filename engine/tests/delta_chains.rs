@@ -1,0 +1,106 @@
+//! Delta records keep their chain back to a whole record for every
+//! retained version, through flushes, compactions, prunes and reopens.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{scale, seed};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use verity_engine::sim::SimDisk;
+use verity_engine::{Engine, Namespace, Options, Record, WriteBatch};
+
+const KEYS: u8 = 8;
+
+/// The chain the engine must return: records at or below `v`, newest
+/// first, through the first whole one; a trailing deletion is the same as
+/// nothing (compaction may drop a deletion at the bottom).
+fn model_chain(history: &[(u64, Record)], v: u64) -> Vec<(u64, Record)> {
+    let mut out = Vec::new();
+    for (ver, r) in history.iter().rev().filter(|(ver, _)| *ver <= v) {
+        out.push((*ver, r.clone()));
+        if r.is_whole() {
+            break;
+        }
+    }
+    if out.last().is_some_and(|(_, r)| *r == Record::Delete) {
+        out.pop();
+    }
+    out
+}
+
+#[test]
+fn delta_chains_survive_compaction_below_the_floor() {
+    let seed = seed("delta_chains_survive_compaction_below_the_floor");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for round in 0..40 * scale() {
+        let disk = SimDisk::new();
+        let dir = Path::new("/db");
+        let mut engine =
+            Engine::open(Arc::new(disk.clone()), dir, Options::for_tests()).expect("open");
+        let mut history: Vec<Vec<(u64, Record)>> = vec![Vec::new(); KEYS as usize];
+        let mut floor = 0;
+        let versions = rng.gen_range(20..120u64);
+        for v in 1..=versions {
+            let mut batch = WriteBatch::new();
+            for k in 0..KEYS {
+                if !rng.gen_bool(0.4) {
+                    continue;
+                }
+                let h = &mut history[k as usize];
+                let exists = h.last().is_some_and(|(_, r)| *r != Record::Delete);
+                let bytes: Vec<u8> = vec![k; rng.gen_range(0..600)];
+                let record = match rng.gen_range(0..10) {
+                    0 if exists => Record::Delete,
+                    1..=6 if exists => Record::Delta(Arc::from(&bytes[..])),
+                    _ => Record::Put(Arc::from(&bytes[..])),
+                };
+                match &record {
+                    Record::Put(b) => batch.put(Namespace::Pages, &[k], b),
+                    Record::Delta(b) => batch.put_delta(Namespace::Pages, &[k], b),
+                    Record::Delete => batch.delete(Namespace::Pages, &[k]),
+                }
+                .expect("batch");
+                h.push((v, record));
+            }
+            engine.commit_durable(v, batch).expect("commit");
+            match rng.gen_range(0..20) {
+                0 => engine.flush().expect("flush"),
+                1 => engine.compact(rng.gen_bool(0.5)).expect("compact"),
+                2 if v > floor + 2 => {
+                    floor = rng.gen_range(floor + 1..v);
+                    engine.prune(floor).expect("prune");
+                }
+                3 => {
+                    drop(engine);
+                    engine = Engine::open(Arc::new(disk.clone()), dir, Options::for_tests())
+                        .expect("reopen");
+                }
+                _ => {}
+            }
+        }
+        engine.flush().expect("flush");
+        engine.compact(true).expect("compact");
+        for v in floor.max(1)..=versions {
+            for k in 0..KEYS {
+                let got: Vec<(u64, Record)> = engine
+                    .chain(Namespace::Pages, &[k], v)
+                    .expect("chain")
+                    .into_iter()
+                    .map(|f| (f.version, f.record))
+                    .collect();
+                let mut got = got;
+                if got.last().is_some_and(|(_, r)| *r == Record::Delete) {
+                    got.pop();
+                }
+                assert_eq!(
+                    got,
+                    model_chain(&history[k as usize], v),
+                    "round {round}: key {k} at {v}, floor {floor}"
+                );
+            }
+        }
+    }
+}
