@@ -38,7 +38,7 @@ pub mod update;
 
 pub use error::{MerkleError, ProofError};
 pub use hash::{Hash, KeyHash, ValueHash, EMPTY};
-pub use memory::MemPageStore;
+pub use memory::{rebuild as rebuild_page, MemPageStore};
 pub use page::{ChainInfo, Page, VersionedPage, PAGE_LEVELS};
 pub use path::PagePath;
 pub use proof::{verify, verify_range, Proof, RangeProof};

@@ -259,9 +259,11 @@ fn chain_of(records: &[(u64, Arc<[u8]>)]) -> ChainInfo {
     chain
 }
 
-/// Rebuilds the page as of the last of `records` (not empty) from its base
-/// and deltas.
-fn rebuild(
+/// Rebuilds the page at `path` as of the last of `records` (oldest first,
+/// not empty) from its newest base and the deltas after it: what a store
+/// that keeps page records does to read a page. A removal as the last
+/// record gives `None`.
+pub fn rebuild(
     records: &[(u64, Arc<[u8]>)],
     path: &PagePath,
 ) -> Result<Option<VersionedPage>, MerkleError> {
