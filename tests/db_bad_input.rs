@@ -8,7 +8,10 @@ fn works(db: &Db, key: &[u8]) {
     let h = db.commit(b).expect("commit");
     h.wait_durable().expect("durable");
     let snap = db.snapshot(h.version()).expect("snapshot");
-    assert_eq!(snap.get(key).expect("get").as_deref(), Some(&b"still fine"[..]));
+    assert_eq!(
+        snap.get(key).expect("get").as_deref(),
+        Some(&b"still fine"[..])
+    );
 }
 
 #[test]
@@ -18,21 +21,40 @@ fn bad_input_is_a_typed_error_and_the_db_works_on() {
     let mut b = WriteBatch::new();
     assert!(matches!(b.put(b"", b"x"), Err(DbError::InvalidArgument(_))));
     assert!(matches!(b.delete(b""), Err(DbError::InvalidArgument(_))));
-    assert!(matches!(b.put(&vec![1; MAX_KEY_LEN + 1], b"x"), Err(DbError::InvalidArgument(_))));
-    assert!(matches!(b.put(b"k", &vec![0; MAX_VALUE_LEN + 1]), Err(DbError::InvalidArgument(_))));
+    assert!(matches!(
+        b.put(&vec![1; MAX_KEY_LEN + 1], b"x"),
+        Err(DbError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        b.put(b"k", &vec![0; MAX_VALUE_LEN + 1]),
+        Err(DbError::InvalidArgument(_))
+    ));
     assert!(b.is_empty(), "a refused write is not in the batch");
     // The longest key and value are taken.
-    b.put(&vec![7; MAX_KEY_LEN], &vec![9; 1 << 20]).expect("longest key");
+    b.put(&vec![7; MAX_KEY_LEN], &vec![9; 1 << 20])
+        .expect("longest key");
     let h = db.commit(b).expect("commit");
     works(&db, b"a");
 
     // Versions that do not exist, or no longer do.
     let latest = db.stats().latest_staged;
-    assert!(matches!(db.snapshot(latest + 1), Err(DbError::NoSuchVersion { .. })));
-    assert!(matches!(db.snapshot(u64::MAX), Err(DbError::NoSuchVersion { .. })));
-    assert!(matches!(db.prune(latest + 5), Err(DbError::InvalidArgument(_))));
+    assert!(matches!(
+        db.snapshot(latest + 1),
+        Err(DbError::NoSuchVersion { .. })
+    ));
+    assert!(matches!(
+        db.snapshot(u64::MAX),
+        Err(DbError::NoSuchVersion { .. })
+    ));
+    assert!(matches!(
+        db.prune(latest + 5),
+        Err(DbError::InvalidArgument(_))
+    ));
     db.prune(latest).expect("prune");
-    assert!(matches!(db.snapshot(h.version()), Err(DbError::NoSuchVersion { .. })));
+    assert!(matches!(
+        db.snapshot(h.version()),
+        Err(DbError::NoSuchVersion { .. })
+    ));
     works(&db, b"b");
 
     // A snapshot taken before the prune reads its version or says it is gone.
@@ -57,7 +79,10 @@ fn bad_options_and_paths_are_typed_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut o = Options::laptop();
     o.max_in_flight = 0;
-    assert!(matches!(Db::open(dir.path(), o), Err(DbError::InvalidArgument(_))));
+    assert!(matches!(
+        Db::open(dir.path(), o),
+        Err(DbError::InvalidArgument(_))
+    ));
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"not a directory").expect("write");
     match Db::open(&file, Options::laptop()) {
@@ -68,6 +93,9 @@ fn bad_options_and_paths_are_typed_errors() {
     let other = dir.path().join("other");
     std::fs::create_dir(&other).expect("mkdir");
     std::fs::write(other.join("000001.seg"), b"junk").expect("write");
-    assert!(matches!(Db::open(&other, Options::laptop()), Err(DbError::Corruption { .. })));
+    assert!(matches!(
+        Db::open(&other, Options::laptop()),
+        Err(DbError::Corruption { .. })
+    ));
     assert!(other.join("000001.seg").exists());
 }

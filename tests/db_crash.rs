@@ -41,7 +41,10 @@ fn writes(v: u64) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
             if (v + i) % 9 == 0 {
                 (key, None)
             } else {
-                (key, Some(format!("{v}/{i}").repeat(1 + (k % 5) as usize).into_bytes()))
+                (
+                    key,
+                    Some(format!("{v}/{i}").repeat(1 + (k % 5) as usize).into_bytes()),
+                )
             }
         })
         .collect()
@@ -59,8 +62,10 @@ fn batch(v: u64) -> WriteBatch {
     b
 }
 
+type State = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// States and roots of versions 0..=n, computed apart from the Db.
-fn reference(n: u64) -> (Vec<BTreeMap<Vec<u8>, Vec<u8>>>, Vec<[u8; 32]>) {
+fn reference(n: u64) -> (Vec<State>, Vec<[u8; 32]>) {
     let trie = Trie::new(MemPageStore::new());
     let mut states = vec![BTreeMap::new()];
     let mut roots = vec![verity::EMPTY];
@@ -86,14 +91,21 @@ fn reference(n: u64) -> (Vec<BTreeMap<Vec<u8>, Vec<u8>>>, Vec<[u8; 32]>) {
 /// Checks a reopened Db against the reference; returns its latest version.
 fn check(db: &Db, acked: u64, what: &str) -> u64 {
     let latest = db.stats().latest_durable;
-    assert!(latest >= acked, "{what}: durable version {acked} lost (latest {latest})");
+    assert!(
+        latest >= acked,
+        "{what}: durable version {acked} lost (latest {latest})"
+    );
     let (states, roots) = reference(latest);
     for v in [acked, latest] {
         if v == 0 {
             continue;
         }
         let snap = db.snapshot(v).expect("snapshot");
-        assert_eq!(snap.root().expect("root"), roots[v as usize], "{what}: root of {v}");
+        assert_eq!(
+            snap.root().expect("root"),
+            roots[v as usize],
+            "{what}: root of {v}"
+        );
         for k in 0..300 {
             let key = format!("key-{k}").into_bytes();
             assert_eq!(
@@ -157,7 +169,11 @@ fn power_cuts_keep_every_durable_version_whole() {
     let points = 60 * scale();
     for p in 0..points {
         let n = total * p / points + rng.gen_range(0..total / points + 1);
-        let mode = [CrashMode::DropUnsynced, CrashMode::RandomSectors, CrashMode::TornTail][p as usize % 3];
+        let mode = [
+            CrashMode::DropUnsynced,
+            CrashMode::RandomSectors,
+            CrashMode::TornTail,
+        ][p as usize % 3];
         let what = format!("power cut after op {n} of {total} ({mode:?})");
         let disk = SimDisk::new();
         disk.halt_after(n);

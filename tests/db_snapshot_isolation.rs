@@ -57,7 +57,10 @@ fn snapshots_see_exactly_their_version_while_commits_run() {
                     // A snapshot is shared: read it from a second thread too.
                     let s2 = snap.clone();
                     let other = std::thread::spawn(move || s2.get(b"version").expect("get"));
-                    assert_eq!(snap.get(b"version").expect("get"), Some(v.to_le_bytes().to_vec()));
+                    assert_eq!(
+                        snap.get(b"version").expect("get"),
+                        Some(v.to_le_bytes().to_vec())
+                    );
                     assert_eq!(other.join().expect("join"), Some(v.to_le_bytes().to_vec()));
                     for _ in 0..8 {
                         let j = rng.gen_range(0..SLOTS);
@@ -77,9 +80,16 @@ fn snapshots_see_exactly_their_version_while_commits_run() {
         v += 1;
         let mut batch = WriteBatch::new();
         batch.put(b"version", &v.to_le_bytes()).expect("put");
-        batch.put(format!("slot-{}", v % SLOTS).as_bytes(), &slot_value(v)).expect("put");
+        batch
+            .put(format!("slot-{}", v % SLOTS).as_bytes(), &slot_value(v))
+            .expect("put");
         for i in 0..50u64 {
-            batch.put(format!("filler-{}", (v * 50 + i) % 5000).as_bytes(), &v.to_le_bytes()).expect("put");
+            batch
+                .put(
+                    format!("filler-{}", (v * 50 + i) % 5000).as_bytes(),
+                    &v.to_le_bytes(),
+                )
+                .expect("put");
         }
         let h = db.commit(batch).expect("commit");
         assert_eq!(h.version(), v);

@@ -1,8 +1,12 @@
 //! The `verity` command line.
 //!
-//! `verity bench` runs the benchmark of the Merkle trie over the in-memory
-//! page store (the `memory` backend: the bound for merkleization alone);
-//! the on-disk backends join it as they are built.
+//! `verity bench` runs the benchmark: backend `verity` (the `Db`: the trie
+//! over the on-disk engine, in a fresh temporary directory unless `--dir`
+//! is given) and `memory` (the trie over the in-memory page store: the
+//! bound for merkleization alone).
+
+#[path = "verity/db_bench.rs"]
+mod db_bench;
 
 use std::time::{Duration, Instant};
 
@@ -32,18 +36,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Benchmark the store (today: the trie over the in-memory page store).
+    /// Benchmark the store.
     Bench(BenchArgs),
 }
 
 #[derive(Parser)]
 struct BenchArgs {
-    /// Workloads to run, comma separated: load, blocks, prove.
-    #[arg(default_value = "load,blocks,prove", value_delimiter = ',')]
+    /// Workloads to run, comma separated: load, blocks, read, prove
+    /// (`read` runs on the `verity` backend only).
+    #[arg(default_value = "load,blocks,read,prove", value_delimiter = ',')]
     workloads: Vec<String>,
-    /// Backends, comma separated (today only `memory`).
-    #[arg(long, default_value = "memory", value_delimiter = ',')]
+    /// Backends, comma separated: verity, memory.
+    #[arg(long, default_value = "verity,memory", value_delimiter = ',')]
     backend: Vec<String>,
+    /// Directory of the `verity` backend's store (default: a fresh
+    /// temporary directory, removed after the run).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Block cache of the `verity` backend in MiB.
+    #[arg(long)]
+    cache_mb: Option<usize>,
+    /// Read segment files with O_DIRECT (bypass the page cache).
+    #[arg(long)]
+    direct_io: bool,
     /// Keys loaded before the other workloads.
     #[arg(long, default_value_t = 1_000_000)]
     keys: u64,
@@ -83,7 +98,7 @@ impl Workload {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -113,13 +128,13 @@ fn blake3_ns() -> f64 {
 
 fn bench(args: BenchArgs) -> Result<()> {
     for b in &args.backend {
-        if b != "memory" {
-            bail!("backend {b:?} is not built yet; available: memory");
+        if !["verity", "memory"].contains(&b.as_str()) {
+            bail!("unknown backend {b:?}; available: verity, memory");
         }
     }
     for w in &args.workloads {
-        if !["load", "blocks", "prove"].contains(&w.as_str()) {
-            bail!("unknown workload {w:?}; available: load, blocks, prove");
+        if !["load", "blocks", "read", "prove"].contains(&w.as_str()) {
+            bail!("unknown workload {w:?}; available: load, blocks, read, prove");
         }
     }
     if args.block_size == 0 {
@@ -127,11 +142,29 @@ fn bench(args: BenchArgs) -> Result<()> {
     }
     let seed = args.seed.unwrap_or_else(|| rand::thread_rng().gen());
     let threads = rayon::current_num_threads();
-    println!("verity bench: backend memory, seed {seed}, {threads} threads");
+    println!("verity bench: seed {seed}, {threads} threads");
     println!(
         "keys {}, blocks {} x {} ops, value size {} B",
         args.keys, args.blocks, args.block_size, args.value_size
     );
+    for b in &args.backend {
+        println!();
+        match b.as_str() {
+            "verity" => match &args.dir {
+                Some(dir) => db_bench::run(&args, seed, dir)?,
+                None => {
+                    let tmp = tempfile::tempdir()?;
+                    db_bench::run(&args, seed, tmp.path())?;
+                }
+            },
+            _ => bench_memory(&args, seed, threads)?,
+        }
+    }
+    Ok(())
+}
+
+fn bench_memory(args: &BenchArgs, seed: u64, threads: usize) -> Result<()> {
+    println!("backend memory");
     let ns = blake3_ns();
     println!("blake3: {ns:.0} ns per 64-byte keyed hash on one core");
 
