@@ -65,10 +65,9 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// Waits for each handle's durability on a thread of its own and records
 /// the latency from its commit call.
-fn durability_waiter() -> (
-    mpsc::Sender<(Instant, CommitHandle)>,
-    std::thread::JoinHandle<Result<(Vec<Duration>, Instant)>>,
-) {
+type Waiter = std::thread::JoinHandle<Result<(Vec<Duration>, Instant)>>;
+
+fn durability_waiter() -> (mpsc::Sender<(Instant, CommitHandle)>, Waiter) {
     let (tx, rx) = mpsc::channel::<(Instant, CommitHandle)>();
     let waiter = std::thread::spawn(move || {
         let mut latencies = Vec::new();
