@@ -396,6 +396,10 @@ impl Db {
             page_cache_pages: pages,
             page_cache_hits: hits,
             page_cache_misses: misses,
+            segment_bytes: engine.segment_bytes,
+            wal_bytes: engine.wal_file_bytes,
+            compaction_debt_bytes: engine.compaction_debt_bytes,
+            in_flight: latest_staged - merkleized,
             engine,
         }
     }
@@ -457,6 +461,16 @@ pub struct DbStats {
     pub page_cache_hits: u64,
     /// Page reads that went to the engine.
     pub page_cache_misses: u64,
+    /// Bytes on disk by kind: segment files (pages, state and roots of
+    /// flushed versions) and the current WAL file (versions not yet
+    /// flushed).
+    pub segment_bytes: u64,
+    /// See [`segment_bytes`](Self::segment_bytes).
+    pub wal_bytes: u64,
+    /// Bytes waiting for flush or compaction.
+    pub compaction_debt_bytes: u64,
+    /// Versions staged and not yet merkleized.
+    pub in_flight: u64,
     /// The engine's figures (I/O backend, bytes, block cache, compaction).
     pub engine: EngineStats,
 }

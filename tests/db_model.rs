@@ -144,15 +144,28 @@ fn run(dir: &std::path::Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Read { back, keys } => {
                 let v = at(back);
                 let snap = db.snapshot(v).map_err(|e| fail("snapshot", e))?;
-                for &k in &keys {
-                    let got = snap.get(&key(k)).map_err(|e| fail("get", e))?;
-                    prop_assert_eq!(
-                        got.as_ref(),
-                        m.states[v as usize].get(&k),
-                        "key {} at {}",
-                        k,
-                        v
-                    );
+                // The same snapshot read on two threads at once.
+                let state = &m.states[v as usize];
+                let results: Vec<Vec<Option<Vec<u8>>>> = std::thread::scope(|s| {
+                    let readers: Vec<_> = (0..2)
+                        .map(|_| {
+                            let (snap, keys) = (snap.clone(), keys.clone());
+                            s.spawn(move || {
+                                keys.iter()
+                                    .map(|&k| snap.get(&key(k)).expect("get"))
+                                    .collect()
+                            })
+                        })
+                        .collect();
+                    readers
+                        .into_iter()
+                        .map(|r| r.join().expect("reader"))
+                        .collect()
+                });
+                for got in results {
+                    for (&k, g) in keys.iter().zip(got) {
+                        prop_assert_eq!(g.as_ref(), state.get(&k), "key {} at {}", k, v);
+                    }
                 }
                 let kb: Vec<Vec<u8>> = keys.iter().map(|&k| key(k)).collect();
                 let refs: Vec<&[u8]> = kb.iter().map(|k| k.as_slice()).collect();

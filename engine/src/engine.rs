@@ -140,6 +140,13 @@ pub struct EngineStats {
     pub segments: usize,
     /// Bytes of live segment files.
     pub segment_bytes: u64,
+    /// Bytes of the current WAL file (the versions not yet flushed are in
+    /// it and in older WAL files still live).
+    pub wal_file_bytes: u64,
+    /// Bytes the engine would rewrite to catch up: frozen memtables
+    /// waiting for their flush plus the segments the compaction policy
+    /// would merge now.
+    pub compaction_debt_bytes: u64,
     /// Bytes in the block cache.
     pub cache_bytes: usize,
     /// Block cache hits.
@@ -710,6 +717,18 @@ impl Engine {
             frozen: view.frozen.len(),
             segments: view.segments.len(),
             segment_bytes: view.segments.iter().map(|s| s.meta().size).sum(),
+            wal_file_bytes: s.writer.lock().wal.len(),
+            compaction_debt_bytes: {
+                let metas: Vec<SegmentMeta> = view.segments.iter().map(|s| *s.meta()).collect();
+                let merge = pick(&metas, load(&s.floor), s.opts.compaction_fanin)
+                    .map_or(0, |r| metas[r].iter().map(|m| m.size).sum::<u64>());
+                merge
+                    + view
+                        .frozen
+                        .iter()
+                        .map(|f| f.mem.size_bytes() as u64)
+                        .sum::<u64>()
+            },
             cache_bytes: s.cache.size_bytes(),
             cache_hits,
             cache_misses,
