@@ -853,3 +853,25 @@ impl Snapshot {
         Ok(Some(value.to_vec()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared_between_threads<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        shared_between_threads::<Db>();
+        shared_between_threads::<Snapshot>();
+        shared_between_threads::<CommitHandle>();
+    }
+
+    #[test]
+    fn state_values_round_trip() -> Result<()> {
+        let bytes = encode_state(b"key", b"value");
+        assert_eq!(decode_state(&bytes)?, (&b"key"[..], &b"value"[..]));
+        assert!(decode_state(&[0x80]).is_err());
+        Ok(())
+    }
+}

@@ -707,17 +707,22 @@ impl Engine {
         let s = &*self.shared;
         let view = s.view.read().clone();
         let (cache_hits, cache_misses) = s.cache.hits_and_misses();
+        // One lock at a time: a guard kept alive across the struct below
+        // would take the writer lock inside the memtable lock, the reverse
+        // of a commit's order.
+        let memtable_bytes = s.mem.read().size_bytes();
+        let wal_file_bytes = s.writer.lock().wal.len();
         let c = &s.counters;
         EngineStats {
             backend: s.io.name(),
             latest: load(&s.latest),
             durable: load(&s.durable),
             floor: load(&s.floor),
-            memtable_bytes: s.mem.read().size_bytes(),
+            memtable_bytes,
             frozen: view.frozen.len(),
             segments: view.segments.len(),
             segment_bytes: view.segments.iter().map(|s| s.meta().size).sum(),
-            wal_file_bytes: s.writer.lock().wal.len(),
+            wal_file_bytes,
             compaction_debt_bytes: {
                 let metas: Vec<SegmentMeta> = view.segments.iter().map(|s| *s.meta()).collect();
                 let merge = pick(&metas, load(&s.floor), s.opts.compaction_fanin)
@@ -1145,8 +1150,15 @@ impl Shared {
             // Errors poison the engine; the next call reports them.
             let _ = match job {
                 Job::Flush => (|| {
-                    while self.flush_one()? {}
-                    self.notify();
+                    let mut flushed = false;
+                    while self.flush_one()? {
+                        flushed = true;
+                    }
+                    // Wake the compactor, only for new work: a wake-up for
+                    // nothing would wake this thread again, and again.
+                    if flushed {
+                        self.notify();
+                    }
                     Ok::<(), EngineError>(())
                 })(),
                 Job::Compact => self.compact_some(),

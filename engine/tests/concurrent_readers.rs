@@ -53,6 +53,10 @@ fn readers_see_exactly_their_version_during_flush_and_compaction() {
                     let want = last_writer(j, v).map(|w| w.to_le_bytes().repeat(20));
                     assert_eq!(got.as_deref(), want.as_deref(), "slot {j} at {v}");
                     reads += 1;
+                    // Figures are read while commits take their locks.
+                    if reads % 64 == 0 {
+                        assert!(engine.stats().latest >= Some(v));
+                    }
                 }
                 reads
             })
