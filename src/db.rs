@@ -519,25 +519,18 @@ impl Shared {
 
     /// Waits until `version` is merkleized and in the engine.
     fn wait_merkleized(&self, version: u64) -> Result<()> {
-        let mut p = self.progress.lock();
-        loop {
-            if p.merkleized >= version {
-                return Ok(());
-            }
-            if let Some(e) = &p.failed {
-                return Err(e.clone());
-            }
-            if p.closed {
-                return Err(DbError::Closed);
-            }
-            self.changed.wait(&mut p);
-        }
+        self.wait_until(|p| p.merkleized >= version)
     }
 
+    /// Waits until `version` is durable.
     fn wait_durable(&self, version: u64) -> Result<()> {
+        self.wait_until(|p| p.durable >= version)
+    }
+
+    fn wait_until(&self, done: impl Fn(&Progress) -> bool) -> Result<()> {
         let mut p = self.progress.lock();
         loop {
-            if p.durable >= version {
+            if done(&p) {
                 return Ok(());
             }
             if let Some(e) = &p.failed {

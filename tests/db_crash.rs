@@ -3,6 +3,8 @@
 //! disk at points spread over a workload's I/O, and a child process killed
 //! with SIGKILL.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -10,26 +12,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{scale, seed};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use verity::engine::sim::{CrashMode, SimDisk};
 use verity::{key_hash, value_hash, Db, MemPageStore, Options, Trie, WriteBatch};
-
-fn seed(test: &str) -> u64 {
-    let seed = std::env::var("VERITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    println!("{test}: VERITY_SEED={seed}");
-    seed
-}
-
-fn scale() -> u64 {
-    std::env::var("VERITY_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-}
 
 /// The writes of version `v`: deterministic, so any process can replay
 /// the history.

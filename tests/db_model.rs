@@ -4,40 +4,18 @@
 //!
 //! `VERITY_SEED=` replays a run; `VERITY_SCALE=n` runs n times the cases.
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::{runner, scale};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use rand::Rng;
 use verity::{
     key_hash, value_hash, verify, CommitHandle, Db, DbError, MemPageStore, Options, Trie,
     WriteBatch,
 };
 
 const KEYS: u8 = 48;
-
-fn runner(test: &str, cases: u32) -> TestRunner {
-    let seed: u64 = std::env::var("VERITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    println!("{test}: VERITY_SEED={seed}");
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
-}
-
-fn scale() -> u32 {
-    std::env::var("VERITY_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -274,7 +252,10 @@ fn run(dir: &std::path::Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 #[test]
 fn db_matches_the_model_and_the_reference_trie() {
-    let mut runner = runner("db_matches_the_model_and_the_reference_trie", 24 * scale());
+    let mut runner = runner(
+        "db_matches_the_model_and_the_reference_trie",
+        24 * scale() as u32,
+    );
     runner
         .run(&prop::collection::vec(arb_op(), 1..80), |ops| {
             let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -41,6 +41,7 @@ fn versions_beyond_the_window_are_pruned_as_commits_go_on() {
             "proof at {v}"
         );
     }
+    println!("{stats:?}");
     // The floor survives a reopen.
     db.close().expect("close");
     let db = Db::open(dir.path(), Options::laptop()).expect("reopen");

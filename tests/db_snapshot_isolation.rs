@@ -4,6 +4,8 @@
 //!
 //! Runs for `VERITY_STRESS_SECS` seconds (default 2).
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,11 +27,7 @@ fn slot_value(w: u64) -> Vec<u8> {
 
 #[test]
 fn snapshots_see_exactly_their_version_while_commits_run() {
-    let seed: u64 = std::env::var("VERITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    println!("snapshots_see_exactly_their_version_while_commits_run: VERITY_SEED={seed}");
+    let seed = common::seed("snapshots_see_exactly_their_version_while_commits_run");
     let secs: u64 = std::env::var("VERITY_STRESS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
