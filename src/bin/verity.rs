@@ -7,6 +7,8 @@
 
 #[path = "verity/db_bench.rs"]
 mod db_bench;
+#[path = "verity/tools.rs"]
+mod tools;
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,13 @@ struct Cli {
 enum Command {
     /// Benchmark the store.
     Bench(BenchArgs),
+    /// Versions, roots, sizes and compaction state of a store.
+    Inspect(tools::InspectArgs),
+    /// Verify every checksum and recompute roots from the leaves; exits
+    /// non-zero on damage.
+    Check(tools::CheckArgs),
+    /// Read a key (and prove it).
+    Get(tools::GetArgs),
 }
 
 #[derive(Parser)]
@@ -316,8 +325,11 @@ fn bench_memory(args: &BenchArgs, seed: u64, threads: usize) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
     match Cli::parse().command {
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => bench(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Inspect(args) => tools::inspect(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Check(args) => tools::check(args),
+        Command::Get(args) => tools::get(args).map(|()| std::process::ExitCode::SUCCESS),
     }
 }
