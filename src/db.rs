@@ -33,6 +33,11 @@ use crate::store::{put_page, EngineSource};
 pub const MAX_KEY_LEN: usize = 64 << 10;
 /// The longest value a batch takes, in bytes.
 pub const MAX_VALUE_LEN: usize = 16 << 20;
+/// Most bytes of keys and values in one batch (the version's WAL record
+/// also holds its page records, and is bounded).
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Most writes in one batch.
+pub const MAX_BATCH_WRITES: usize = 1 << 17;
 
 /// When the pipeline syncs the WAL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +123,7 @@ impl Options {
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    bytes: usize,
 }
 
 impl WriteBatch {
@@ -132,6 +138,7 @@ impl WriteBatch {
         if value.len() > MAX_VALUE_LEN {
             return Err(DbError::InvalidArgument("value longer than MAX_VALUE_LEN"));
         }
+        self.reserve(key.len() + value.len())?;
         self.writes.push((key.to_vec(), Some(value.to_vec())));
         Ok(())
     }
@@ -139,7 +146,23 @@ impl WriteBatch {
     /// Deletes `key`.
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
         check_key(key)?;
+        self.reserve(key.len())?;
         self.writes.push((key.to_vec(), None));
+        Ok(())
+    }
+
+    fn reserve(&mut self, bytes: usize) -> Result<()> {
+        if self.writes.len() >= MAX_BATCH_WRITES {
+            return Err(DbError::InvalidArgument(
+                "more than MAX_BATCH_WRITES writes",
+            ));
+        }
+        if self.bytes + bytes > MAX_BATCH_BYTES {
+            return Err(DbError::InvalidArgument(
+                "batch larger than MAX_BATCH_BYTES",
+            ));
+        }
+        self.bytes += bytes;
         Ok(())
     }
 
@@ -399,7 +422,7 @@ impl Db {
             segment_bytes: engine.segment_bytes,
             wal_bytes: engine.wal_file_bytes,
             compaction_debt_bytes: engine.compaction_debt_bytes,
-            in_flight: latest_staged - merkleized,
+            in_flight: latest_staged.saturating_sub(merkleized),
             engine,
         }
     }
@@ -416,8 +439,12 @@ impl DbInner {
         // Dropping the sender ends the pipeline after the staged versions.
         drop(self.sender.lock().take());
         if let Some(p) = self.pipeline.lock().take() {
-            // The pipeline reports its failures through `progress`.
-            let _ = p.join();
+            // The pipeline reports its failures through `progress`; a
+            // panic that escaped it is one more.
+            if p.join().is_err() {
+                self.shared
+                    .fail(DbError::Poisoned("the commit thread panicked".into()));
+            }
         }
         let shared = &self.shared;
         let failed = {
@@ -426,12 +453,12 @@ impl DbInner {
             p.failed.clone()
         };
         shared.changed.notify_all();
+        // The engine's lock is released here, so the store can be opened
+        // again while snapshots of this Db are still alive.
+        let shutdown = shared.engine.shutdown();
         match failed {
             Some(e) => Err(e),
-            None => {
-                shared.engine.sync()?;
-                Ok(())
-            }
+            None => Ok(shutdown?),
         }
     }
 }
@@ -544,22 +571,44 @@ impl Shared {
     }
 
     fn pipeline(&self, rx: Receiver<Arc<Staged>>) {
+        let mut unsynced = 0usize;
+        let mut last_sync = std::time::Instant::now();
         while let Ok(staged) = rx.recv() {
             let failed = self.progress.lock().failed.is_some();
             if !failed {
-                if let Err(e) = self.merkleize(&staged) {
-                    self.fail(e);
+                // A panic here must reach the waiting handles as a failure,
+                // not leave them waiting.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.merkleize(&staged)
+                }));
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => self.fail(e),
+                    Err(_) => self.fail(DbError::Poisoned(format!(
+                        "the commit thread panicked on version {}",
+                        staged.version
+                    ))),
                 }
             }
             self.queued.fetch_sub(1, Ordering::AcqRel);
+            unsynced += 1;
+            // Grouped: sync when nothing else waits, and also after a full
+            // pipeline's worth of versions or 10 ms, so that a producer that
+            // never lets the queue drain still sees its versions durable.
             let sync_now = match self.opts.sync {
                 SyncPolicy::EveryCommit => true,
-                SyncPolicy::Grouped => self.queued.load(Ordering::Acquire) == 0,
+                SyncPolicy::Grouped => {
+                    self.queued.load(Ordering::Acquire) == 0
+                        || unsynced >= self.opts.max_in_flight
+                        || last_sync.elapsed() >= std::time::Duration::from_millis(10)
+                }
             };
             if sync_now && self.progress.lock().failed.is_none() {
                 if let Err(e) = self.sync() {
                     self.fail(e);
                 }
+                unsynced = 0;
+                last_sync = std::time::Instant::now();
             }
         }
         if self.progress.lock().failed.is_none() {
@@ -625,7 +674,7 @@ impl Shared {
         }
         if let Some(keep) = self.opts.retain_versions {
             // Every 16 versions, so that pruning's sync is amortised.
-            if v > keep && v % 16 == 0 {
+            if v > keep && v.is_multiple_of(16) {
                 self.engine.prune(v - keep)?;
                 self.sync()?;
             }

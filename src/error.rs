@@ -69,6 +69,7 @@ impl From<EngineError> for DbError {
                 latest,
             },
             EngineError::InvalidArgument(what) => DbError::InvalidArgument(what),
+            EngineError::Closed => DbError::Closed,
             EngineError::Poisoned => DbError::Poisoned("an earlier write or sync failed".into()),
             other => DbError::Io(Arc::new(other)),
         }

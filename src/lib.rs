@@ -50,8 +50,8 @@ mod error;
 mod store;
 
 pub use db::{
-    CommitHandle, Db, DbStats, Entry, Options, Snapshot, SyncPolicy, WriteBatch, MAX_KEY_LEN,
-    MAX_VALUE_LEN,
+    CommitHandle, Db, DbStats, Entry, Options, Snapshot, SyncPolicy, WriteBatch, MAX_BATCH_BYTES,
+    MAX_BATCH_WRITES, MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 pub use error::DbError;
 

@@ -1,6 +1,6 @@
 //! Bad input gets a typed error, and the Db works on after it.
 
-use verity::{Db, DbError, Options, WriteBatch, MAX_KEY_LEN, MAX_VALUE_LEN};
+use verity::{Db, DbError, Options, WriteBatch, MAX_BATCH_WRITES, MAX_KEY_LEN, MAX_VALUE_LEN};
 
 fn works(db: &Db, key: &[u8]) {
     let mut b = WriteBatch::new();
@@ -30,6 +30,22 @@ fn bad_input_is_a_typed_error_and_the_db_works_on() {
         Err(DbError::InvalidArgument(_))
     ));
     assert!(b.is_empty(), "a refused write is not in the batch");
+    // A batch is bounded as a whole too (its WAL record must fit).
+    let mut big = WriteBatch::new();
+    for i in 0..MAX_BATCH_WRITES {
+        big.delete(&(i as u64).to_le_bytes())
+            .expect("within the bound");
+    }
+    assert!(matches!(
+        big.delete(b"one more"),
+        Err(DbError::InvalidArgument(_))
+    ));
+    let mut heavy = WriteBatch::new();
+    let value = vec![1u8; MAX_VALUE_LEN];
+    let refused = (0..8u8)
+        .map(|i| heavy.put(&[i], &value))
+        .find_map(Result::err);
+    assert!(matches!(refused, Some(DbError::InvalidArgument(_))));
     // The longest key and value are taken.
     b.put(&vec![7; MAX_KEY_LEN], &vec![9; 1 << 20])
         .expect("longest key");

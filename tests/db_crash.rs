@@ -25,7 +25,7 @@ fn writes(v: u64) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         .map(|i| {
             let k = (v * 37 + i * 11) % 300;
             let key = format!("key-{k}").into_bytes();
-            if (v + i) % 9 == 0 {
+            if (v + i).is_multiple_of(9) {
                 (key, None)
             } else {
                 (
@@ -195,7 +195,7 @@ fn sigkill_keeps_every_durable_version_whole() {
         loop {
             let v = db.stats().latest_staged + 1;
             let h = db.commit(batch(v)).expect("child commit");
-            if v % 3 == 0 {
+            if v.is_multiple_of(3) {
                 h.wait_durable().expect("child durable");
                 writeln!(out, "durable {v}").expect("stdout");
                 out.flush().expect("stdout");

@@ -40,7 +40,8 @@ use crate::Namespace;
 pub struct Options {
     /// The memtable is frozen and flushed when it holds this many bytes.
     pub memtable_bytes: usize,
-    /// Commits wait when this many frozen memtables are not yet flushed.
+    /// Commits wait while more than this many frozen memtables are not yet
+    /// flushed.
     pub max_frozen: usize,
     /// Target size of a data block (4 to 16 KiB).
     pub block_size: usize,
@@ -220,6 +221,10 @@ struct Counters {
 }
 
 struct Shared {
+    /// Held while the engine is open: one process per store.
+    lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    /// Set by `shutdown`.
+    closed: AtomicBool,
     io: Arc<dyn IoBackend>,
     dir: PathBuf,
     opts: Options,
@@ -274,7 +279,7 @@ fn parse_name(name: &str) -> Option<(u64, &str)> {
 /// A versioned store of pages, state and metadata.
 pub struct Engine {
     shared: Arc<Shared>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -295,6 +300,13 @@ impl Engine {
         opts.check()?;
         io.create_dir_all(dir)
             .map_err(|e| EngineError::io("create", dir, e))?;
+        let lock = io.lock_dir(dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                EngineError::Locked(dir.to_path_buf())
+            } else {
+                EngineError::io("lock", dir, e)
+            }
+        })?;
         let names = io.list(dir).map_err(|e| EngineError::io("list", dir, e))?;
         let tmp = dir.join(manifest::TMP_FILE);
         if names.iter().any(|n| n == manifest::TMP_FILE) {
@@ -305,6 +317,11 @@ impl Engine {
             .iter()
             .filter_map(|n| parse_name(n).map(|(num, kind)| (num, kind, n)))
             .collect();
+        // The manifest read below may be a rename that is not durable yet
+        // (a kill between the rename and the directory sync): make it
+        // durable before removing the files it no longer names.
+        io.sync_dir(dir)
+            .map_err(|e| EngineError::io("sync", dir, e))?;
         let mut m = match Manifest::load(&*io, dir)? {
             Some(m) => m,
             None if files.is_empty() => {
@@ -343,6 +360,9 @@ impl Engine {
                 wals.push(num);
             }
         }
+        // Replay in file-number order (names sort as strings: 1000000
+        // before 999999).
+        wals.sort_unstable();
         let mut segments = Vec::with_capacity(m.segments.len());
         for meta in &m.segments {
             let path = dir.join(segment_name(meta.number));
@@ -388,6 +408,13 @@ impl Engine {
                 if m.last_flushed.is_some_and(|f| rec.version <= f) {
                     continue;
                 }
+                if rec.version == u64::MAX {
+                    return Err(EngineError::corruption(
+                        &path,
+                        0,
+                        "WAL record of the reserved version u64::MAX",
+                    ));
+                }
                 if last.is_some_and(|l| rec.version <= l) {
                     return Err(EngineError::corruption(
                         &path,
@@ -409,7 +436,13 @@ impl Engine {
         }
         let mut next = next_file;
         let wal = match writer_wal {
-            Some(w) => w,
+            Some(mut w) => {
+                // Records replayed from the page cache after a kill may
+                // never have been synced: make them durable before calling
+                // them so (a prune may rely on it).
+                w.sync()?;
+                w
+            }
             None => {
                 let n = next;
                 next += 1;
@@ -419,6 +452,8 @@ impl Engine {
         m.next_file = next;
         let floor = m.floor;
         let shared = Arc::new(Shared {
+            lock: Mutex::new(Some(lock)),
+            closed: AtomicBool::new(false),
             cache: BlockCache::new(opts.cache_bytes),
             io,
             dir: dir.to_path_buf(),
@@ -456,7 +491,10 @@ impl Engine {
                 workers.push(handle);
             }
         }
-        Ok(Engine { shared, workers })
+        Ok(Engine {
+            shared,
+            workers: Mutex::new(workers),
+        })
     }
 
     /// The directory of the store.
@@ -568,6 +606,7 @@ impl Engine {
                 _ => break,
             }
         }
+        s.recheck_readable(version)?;
         Ok(out)
     }
 
@@ -576,7 +615,9 @@ impl Engine {
     pub fn get_entry(&self, ns: Namespace, key: &[u8], version: u64) -> Result<Option<Found>> {
         let s = &*self.shared;
         s.check_readable(version)?;
-        s.lookup(&store_key(ns, key), version)
+        let found = s.lookup(&store_key(ns, key), version)?;
+        s.recheck_readable(version)?;
+        Ok(found)
     }
 
     /// The values of many keys of `ns` as of `version`. The blocks each
@@ -636,6 +677,7 @@ impl Engine {
             }
             pending.retain(|&i| !done[i]);
         }
+        s.recheck_readable(version)?;
         Ok(out)
     }
 
@@ -769,21 +811,33 @@ impl Engine {
     }
 
     /// Syncs the WAL and stops the background threads.
-    pub fn close(mut self) -> Result<()> {
-        let result = if self.shared.poisoned.load(Ordering::Acquire) {
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    /// Syncs the WAL, stops the background threads and releases the
+    /// store's lock; every later call returns [`EngineError::Closed`].
+    /// For owners that share the engine (`close` takes it by value).
+    pub fn shutdown(&self) -> Result<()> {
+        let s = &*self.shared;
+        let result = if s.poisoned.load(Ordering::Acquire) || s.closed.load(Ordering::Acquire) {
             Ok(())
         } else {
             self.sync().map(|_| ())
         };
+        s.closed.store(true, Ordering::Release);
         self.stop();
+        // Another opener may take the store now.
+        drop(s.lock.lock().take());
         result
     }
 
-    fn stop(&mut self) {
+    fn stop(&self) {
         self.shared.work.lock().shutdown = true;
         self.shared.work_cv.notify_all();
         self.shared.flushed_cv.notify_all();
-        for w in self.workers.drain(..) {
+        let workers = std::mem::take(&mut *self.workers.lock());
+        for w in workers {
             // A worker that panicked has nothing more to say here; its
             // panic already poisoned nothing we rely on.
             let _ = w.join();
@@ -805,7 +859,9 @@ enum Job {
 
 impl Shared {
     fn check_poisoned(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::Acquire) {
+            Err(EngineError::Closed)
+        } else if self.poisoned.load(Ordering::Acquire) {
             Err(EngineError::Poisoned)
         } else {
             Ok(())
@@ -850,6 +906,20 @@ impl Shared {
             }
         }
         Ok(None)
+    }
+
+    /// After a read: when a prune passed `version` meanwhile, a compaction
+    /// may have dropped what the read needed, so its answer is not trusted.
+    fn recheck_readable(&self, version: u64) -> Result<()> {
+        let floor = load(&self.floor);
+        if floor.is_some_and(|f| version < f) {
+            return Err(EngineError::NoSuchVersion {
+                version,
+                oldest: floor,
+                latest: load(&self.latest),
+            });
+        }
+        Ok(())
     }
 
     fn check_readable(&self, version: u64) -> Result<()> {

@@ -42,6 +42,12 @@ pub enum EngineError {
         /// The newest committed version, if any.
         latest: Option<u64>,
     },
+    /// The engine was shut down.
+    #[error("the engine is closed")]
+    Closed,
+    /// Another engine (in this or another process) has the store open.
+    #[error("the store in {0:?} is open elsewhere")]
+    Locked(PathBuf),
     /// The caller passed something the engine cannot use.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

@@ -82,7 +82,28 @@ pub trait IoBackend: Send + Sync {
 
     /// Makes the creations, renames and removals in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Takes the exclusive lock of the store in `dir` (the file `LOCK`),
+    /// held until the returned guard is dropped; fails with
+    /// [`io::ErrorKind::WouldBlock`] when another holder has it. The
+    /// default locks the operating system's file.
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))?;
+        file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
+            std::fs::TryLockError::Error(e) => e,
+        })?;
+        Ok(Box::new(file))
+    }
 }
+
+/// The name of the lock file in a store directory.
+pub const LOCK_FILE: &str = "LOCK";
 
 /// Positional reads and writes on the operating system's files (`pread`,
 /// `pwrite`, `fdatasync`): the fallback when io_uring is not available.

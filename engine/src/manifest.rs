@@ -127,10 +127,20 @@ impl Manifest {
                 return Err((at, "segment version ranges overlap".to_owned()));
             }
         }
+        let mut numbers: Vec<u64> = m.segments.iter().map(|s| s.number).collect();
+        numbers.sort_unstable();
+        if numbers.windows(2).any(|w| w[0] == w[1]) {
+            return Err((at, "a segment is listed twice".to_owned()));
+        }
         for s in &m.segments {
-            if s.number >= m.next_file || s.min_version > s.max_version {
+            if s.number >= m.next_file || s.min_version > s.max_version || s.max_version == u64::MAX
+            {
                 return Err((at, format!("segment {} is out of range", s.number)));
             }
+        }
+        if m.min_wal > m.next_file || m.last_flushed == Some(u64::MAX) || m.floor == Some(u64::MAX)
+        {
+            return Err((at, "manifest fields out of range".to_owned()));
         }
         Ok(m)
     }
@@ -211,7 +221,7 @@ mod tests {
             ],
         };
         let bytes = m.encode().expect("small manifest");
-        assert_eq!(Manifest::decode(&bytes), Ok(m));
+        assert_eq!(Manifest::decode(&bytes), Ok(m.clone()));
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
@@ -223,5 +233,15 @@ mod tests {
                 "cut at {len} accepted"
             );
         }
+        // Well framed but inconsistent: refused too.
+        let mut twice = m.clone();
+        twice.segments[1].number = 3;
+        assert!(Manifest::decode(&twice.encode().expect("encode")).is_err());
+        let mut late_wal = m.clone();
+        late_wal.min_wal = 10;
+        assert!(Manifest::decode(&late_wal.encode().expect("encode")).is_err());
+        let mut max = m;
+        max.floor = Some(u64::MAX);
+        assert!(Manifest::decode(&max.encode().expect("encode")).is_err());
     }
 }

@@ -203,7 +203,7 @@ impl WriteBatch {
     /// `count: varint | (key: bytes | kind: u8 | [value: bytes])*`, where
     /// `bytes` is a varint length and the bytes, and kind is 0 for a put,
     /// 1 for a tombstone and 2 for a delta.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bytes + 8);
         varint::put(&mut out, self.entries.len() as u64);
         for (key, value) in &self.entries {

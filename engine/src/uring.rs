@@ -462,7 +462,7 @@ impl<'a> Op<'a> {
         // A transfer of nothing is end of file (or a device that takes no
         // more); with O_DIRECT, a transfer that ends off the alignment is
         // end of file too, and the rest could not be asked for anyway.
-        let unaligned = self.direct && self.done % DIRECT_ALIGN != 0;
+        let unaligned = self.direct && !self.done.is_multiple_of(DIRECT_ALIGN);
         if moved == 0 || unaligned {
             return Progress::Failed(match self.kind {
                 OpKind::Write => io::Error::from(io::ErrorKind::WriteZero),

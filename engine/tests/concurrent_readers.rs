@@ -54,7 +54,7 @@ fn readers_see_exactly_their_version_during_flush_and_compaction() {
                     assert_eq!(got.as_deref(), want.as_deref(), "slot {j} at {v}");
                     reads += 1;
                     // Figures are read while commits take their locks.
-                    if reads % 64 == 0 {
+                    if reads.is_multiple_of(64) {
                         assert!(engine.stats().latest >= Some(v));
                     }
                 }

@@ -66,7 +66,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
 }
 
 fn ns(k: u8) -> Namespace {
-    if k % 4 == 0 {
+    if k.is_multiple_of(4) {
         Namespace::Pages
     } else {
         Namespace::State

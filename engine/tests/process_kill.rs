@@ -34,7 +34,7 @@ fn writes(v: u64) -> Vec<(String, Option<String>)> {
             )
         })
         .collect();
-    if v % 5 == 0 {
+    if v.is_multiple_of(5) {
         w.push((format!("key-{}", (v * 13) % KEYS), None));
     }
     w

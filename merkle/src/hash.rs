@@ -97,7 +97,7 @@ pub fn bit(path: &KeyHash, i: usize) -> u8 {
 #[inline]
 pub fn nibble(path: &KeyHash, i: usize) -> u8 {
     let b = path[i / 2];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         b >> 4
     } else {
         b & 0xf

@@ -65,7 +65,7 @@ impl PagePath {
         let mut out = *self;
         let i = self.len();
         if i < 64 {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 out.bytes[i / 2] = n << 4;
             } else {
                 out.bytes[i / 2] |= n & 0xf;

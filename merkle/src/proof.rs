@@ -330,7 +330,7 @@ impl Verifier<'_> {
                 key_hash,
                 value_hash,
             } => {
-                if bits == 0 || bits % 4 != 0 {
+                if bits == 0 || !bits.is_multiple_of(4) {
                     return Err(ProofError::Malformed("a leaf off a nibble boundary"));
                 }
                 if (0..bits).any(|i| bit(&key_hash, i) != bit(&prefix, i)) {

@@ -101,7 +101,7 @@ fn trie_matches_the_model_at_every_version() {
                 }
                 trie.source().apply(&out).expect("apply");
                 model.push(next);
-                if prune_every > 0 && v % (prune_every + 1) == 0 {
+                if prune_every > 0 && v.is_multiple_of(prune_every + 1) {
                     trie.source().prune(v - 1).expect("prune");
                 }
             }

@@ -86,6 +86,14 @@ impl Footer {
         if f[8] != FORMAT {
             return Err(format!("unsupported segment format {}", f[8]));
         }
+        if f[9..12]
+            .iter()
+            .chain(&f[36..40])
+            .chain(&f[64..68])
+            .any(|&b| b != 0)
+        {
+            return Err("reserved footer bytes are not zero".to_owned());
+        }
         let mut r = Reader::new(&f[12..64], "segment footer");
         let read = |r: &mut Reader| -> Result<Footer, CodecError> {
             let index_len = r.u32()?;

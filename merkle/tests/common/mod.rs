@@ -20,7 +20,7 @@ pub fn empty() -> H {
 }
 
 fn nib(k: &H, i: usize) -> usize {
-    usize::from(if i % 2 == 0 {
+    usize::from(if i.is_multiple_of(2) {
         k[i / 2] >> 4
     } else {
         k[i / 2] & 15
