@@ -25,6 +25,9 @@ struct Newest {
 pub(crate) struct EngineSource {
     engine: Arc<Engine>,
     shards: Vec<RwLock<HashMap<PagePath, Newest>>>,
+    /// Older pages rebuilt for historical reads, by path and the version
+    /// of their newest record.
+    older: Vec<RwLock<HashMap<(PagePath, u64), VersionedPage>>>,
     /// Most paths cached per shard.
     shard_capacity: usize,
     hits: AtomicU64,
@@ -41,15 +44,20 @@ impl EngineSource {
         EngineSource {
             engine,
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            older: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             shard_capacity: capacity.div_ceil(SHARDS).max(1),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, path: &PagePath) -> &RwLock<HashMap<PagePath, Newest>> {
+    fn shard_index(&self, path: &PagePath) -> usize {
         let h = rustc_hash::FxBuildHasher.hash_one(path);
-        &self.shards[(h >> 58) as usize % SHARDS]
+        (h >> 58) as usize % SHARDS
+    }
+
+    fn shard(&self, path: &PagePath) -> &RwLock<HashMap<PagePath, Newest>> {
+        &self.shards[self.shard_index(path)]
     }
 
     /// Records the pages an update wrote (after the engine has them).
@@ -106,11 +114,26 @@ impl EngineSource {
                 }
             }
         }
-        if records.is_empty() {
+        let Some(&(newest, _)) = records.first() else {
             return Ok(None);
+        };
+        let shard = &self.older[self.shard_index(path)];
+        if let Some(page) = shard.read().get(&(*path, newest)) {
+            return Ok(Some(page.clone()));
         }
         records.reverse();
-        rebuild_page(&records, path)
+        let page = rebuild_page(&records, path)?;
+        if let Some(page) = &page {
+            let mut shard = shard.write();
+            if shard.len() >= self.shard_capacity {
+                // Make room: drop an arbitrary entry.
+                if let Some(victim) = shard.keys().next().copied() {
+                    shard.remove(&victim);
+                }
+            }
+            shard.insert((*path, newest), page.clone());
+        }
+        Ok(page)
     }
 }
 
