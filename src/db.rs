@@ -205,7 +205,7 @@ pub struct Entry {
 /// A version staged by `commit`.
 struct Staged {
     version: u64,
-    writes: HashMap<KeyHash, (Arc<[u8]>, Staging)>,
+    writes: HashMap<KeyHash, Staging>,
     root: OnceLock<Hash>,
 }
 
@@ -342,9 +342,8 @@ impl Db {
         let mut writes = HashMap::with_capacity(batch.writes.len());
         for (key, value) in batch.writes {
             let kh = key_hash(&key);
-            let key: Arc<[u8]> = key.into();
-            let staging = value.map(|v| (key.clone(), Arc::<[u8]>::from(v)));
-            writes.insert(kh, (key, staging));
+            let staging = value.map(|v| (Arc::<[u8]>::from(key), Arc::<[u8]>::from(v)));
+            writes.insert(kh, staging);
         }
         let sender = self.inner.sender.lock();
         let Some(tx) = sender.as_ref() else {
@@ -642,7 +641,7 @@ impl Shared {
         let mut updates: Vec<(KeyHash, Option<ValueHash>)> = staged
             .writes
             .iter()
-            .map(|(kh, (_, w))| (*kh, w.as_ref().map(|(_, value)| value_hash(value))))
+            .map(|(kh, w)| (*kh, w.as_ref().map(|(_, value)| value_hash(value))))
             .collect();
         updates.sort_unstable_by_key(|u| u.0);
         let trie = Trie::with_policy(&self.source, self.opts.delta_policy);
@@ -651,7 +650,7 @@ impl Shared {
         for w in &out.writes {
             put_page(&mut batch, &w.path, w.kind, &w.record)?;
         }
-        for (kh, (_, w)) in &staged.writes {
+        for (kh, w) in &staged.writes {
             match w {
                 Some((key, value)) => batch.put(Namespace::State, kh, &encode_state(key, value))?,
                 None => batch.delete(Namespace::State, kh)?,
@@ -878,9 +877,7 @@ impl Snapshot {
     }
 
     fn staged_write(&self, kh: &KeyHash) -> Option<Staging> {
-        self.staged
-            .iter()
-            .find_map(|s| s.writes.get(kh).map(|(_, w)| w.clone()))
+        self.staged.iter().find_map(|s| s.writes.get(kh).cloned())
     }
 
     fn decode(&self, key: &[u8], stored: Option<&[u8]>) -> Result<Option<Vec<u8>>> {

@@ -146,14 +146,14 @@ fn power_cuts_keep_every_durable_version_whole() {
     let seed = seed("power_cuts_keep_every_durable_version_whole");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = Path::new("/db");
-    let versions = 60 * scale();
+    let versions = 60 * u64::from(scale());
     // A clean run counts the I/O operations.
     let disk = SimDisk::new();
     let db = Db::open_with_io(Arc::new(disk.clone()), dir, options()).expect("open");
     assert_eq!(workload(&db, versions, &mut rng), versions);
     db.close().expect("close");
     let total = disk.ops();
-    let points = 60 * scale();
+    let points = 60 * u64::from(scale());
     for p in 0..points {
         let n = total * p / points + rng.gen_range(0..total / points + 1);
         let mode = [
@@ -206,7 +206,7 @@ fn sigkill_keeps_every_durable_version_whole() {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("test binary");
-    for round in 0..3 * scale() {
+    for round in 0..3 * u64::from(scale()) {
         let mut child = Command::new(&exe)
             .args([KILL_TEST, "--exact", "--nocapture", "--test-threads=1"])
             .env("VERITY_DB_KILL_CHILD", dir.path())

@@ -252,10 +252,7 @@ fn run(dir: &std::path::Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 #[test]
 fn db_matches_the_model_and_the_reference_trie() {
-    let mut runner = runner(
-        "db_matches_the_model_and_the_reference_trie",
-        24 * scale() as u32,
-    );
+    let mut runner = runner("db_matches_the_model_and_the_reference_trie", 24 * scale());
     runner
         .run(&prop::collection::vec(arb_op(), 1..80), |ops| {
             let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;

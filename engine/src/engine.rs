@@ -267,13 +267,17 @@ pub fn segment_name(n: u64) -> String {
 }
 
 /// The number and kind of an engine file name (`"wal"` or `"seg"`).
-fn parse_name(name: &str) -> Option<(u64, &str)> {
+fn parse_name(name: &str) -> Option<(u64, &'static str)> {
     let (stem, ext) = name.split_once('.')?;
     if stem.len() < 6 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n = stem.parse().ok()?;
-    matches!(ext, "wal" | "seg").then_some((n, ext))
+    match ext {
+        "wal" => Some((n, "wal")),
+        "seg" => Some((n, "seg")),
+        _ => None,
+    }
 }
 
 /// A versioned store of pages, state and metadata.
@@ -1295,12 +1299,7 @@ pub(crate) fn pick(segs: &[SegmentMeta], floor: Option<u64>, fanin: usize) -> Op
 pub(crate) fn store_files(names: &[String]) -> BTreeMap<u64, (String, &'static str)> {
     names
         .iter()
-        .filter_map(|n| {
-            parse_name(n).map(|(num, kind)| {
-                let kind = if kind == "wal" { "wal" } else { "seg" };
-                (num, (n.clone(), kind))
-            })
-        })
+        .filter_map(|n| parse_name(n).map(|(num, kind)| (num, (n.clone(), kind))))
         .collect()
 }
 

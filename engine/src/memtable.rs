@@ -134,34 +134,29 @@ impl WriteBatch {
 
     /// Sets `key` of `ns` to `value`.
     pub fn put(&mut self, ns: Namespace, key: &[u8], value: &[u8]) -> Result<()> {
-        check_key(key)?;
-        if value.len() > MAX_VALUE {
-            return Err(EngineError::InvalidArgument("value longer than MAX_VALUE"));
-        }
-        self.bytes += key.len() + value.len() + 16;
-        self.entries
-            .push((store_key(ns, key), Record::Put(Arc::from(value))));
-        Ok(())
+        self.push(ns, key, RecordRef::Put(value))
     }
 
     /// Writes a delta to `key` of `ns`: a change that needs the key's
     /// older records to be read (see [`Record::Delta`]).
     pub fn put_delta(&mut self, ns: Namespace, key: &[u8], delta: &[u8]) -> Result<()> {
-        check_key(key)?;
-        if delta.len() > MAX_VALUE {
-            return Err(EngineError::InvalidArgument("value longer than MAX_VALUE"));
-        }
-        self.bytes += key.len() + delta.len() + 16;
-        self.entries
-            .push((store_key(ns, key), Record::Delta(Arc::from(delta))));
-        Ok(())
+        self.push(ns, key, RecordRef::Delta(delta))
     }
 
     /// Deletes `key` of `ns` (writes a tombstone).
     pub fn delete(&mut self, ns: Namespace, key: &[u8]) -> Result<()> {
+        self.push(ns, key, RecordRef::Delete)
+    }
+
+    fn push(&mut self, ns: Namespace, key: &[u8], record: RecordRef<'_>) -> Result<()> {
         check_key(key)?;
-        self.bytes += key.len() + 16;
-        self.entries.push((store_key(ns, key), Record::Delete));
+        let len = record.bytes().map_or(0, <[u8]>::len);
+        if len > MAX_VALUE {
+            return Err(EngineError::InvalidArgument("value longer than MAX_VALUE"));
+        }
+        self.bytes += key.len() + len + 16;
+        self.entries
+            .push((store_key(ns, key), record.to_owned_record()));
         Ok(())
     }
 

@@ -650,6 +650,7 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use verity_testkit::seed;
 
     /// The backend, or `None` (printed) where the sandbox has no io_uring:
     /// the test then checks nothing more.
@@ -661,16 +662,6 @@ mod tests {
                 None
             }
         }
-    }
-
-    /// The seed of a randomised test: `VERITY_SEED` or a fresh one, printed.
-    fn seed(test: &str) -> u64 {
-        let seed = std::env::var("VERITY_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| rand::thread_rng().gen());
-        println!("{test}: VERITY_SEED={seed}");
-        seed
     }
 
     fn both_modes(entries: u32) -> [UringOptions; 2] {

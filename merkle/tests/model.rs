@@ -11,10 +11,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{naive_root, seed, H};
+use common::{naive_root, H};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use verity_merkle::{DeltaPolicy, MemPageStore, PagePath, Trie, EMPTY};
+use verity_testkit::runner;
 
 fn arb_key() -> impl Strategy<Value = H> {
     (
@@ -47,18 +47,6 @@ fn arb_history() -> impl Strategy<Value = (Vec<H>, Vec<Vec<Op>>, u64)> {
         ),
         0u64..4,
     )
-}
-
-fn runner(test: &str, cases: u32) -> TestRunner {
-    let s = seed(test);
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&s.to_le_bytes());
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
 }
 
 fn value(v: u8) -> H {

@@ -1,37 +1,6 @@
-//! Helpers shared by the Db's integration tests.
+//! Helpers shared by the Db's integration tests (each test binary uses
+//! some of them).
 
-#![allow(dead_code)]
+#![allow(unused_imports)]
 
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use rand::Rng;
-
-/// The seed of a randomised test: `VERITY_SEED` or a fresh one, printed.
-pub fn seed(test: &str) -> u64 {
-    let seed = std::env::var("VERITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    println!("{test}: VERITY_SEED={seed}");
-    seed
-}
-
-/// A scale factor for long runs: `VERITY_SCALE` (default 1).
-pub fn scale() -> u64 {
-    std::env::var("VERITY_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-}
-
-/// A proptest runner seeded by [`seed`], without failure files.
-pub fn runner(test: &str, cases: u32) -> TestRunner {
-    let s = seed(test);
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&s.to_le_bytes());
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
-}
+pub use verity_testkit::{runner, scale, seed};

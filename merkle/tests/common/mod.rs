@@ -66,16 +66,5 @@ pub fn naive_root(set: &BTreeMap<H, H>) -> H {
 }
 
 /// The seed of a randomised test: `VERITY_SEED` or a fresh one, printed.
-pub fn seed(test: &str) -> u64 {
-    let seed = std::env::var("VERITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: VERITY_SEED={seed}");
-    seed
-}
+#[allow(unused_imports)]
+pub use verity_testkit::seed;
