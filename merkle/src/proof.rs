@@ -67,6 +67,14 @@ impl Proof {
     }
 }
 
+impl From<ProofImage> for Proof {
+    /// A proof from a tree built elsewhere (another store of the same
+    /// trie). Nothing is checked here: [`verify`] checks every rule.
+    fn from(image: ProofImage) -> Proof {
+        Proof { image }
+    }
+}
+
 impl RangeProof {
     /// The wire form (see `docs/format.md`).
     pub fn encode(&self) -> Vec<u8> {

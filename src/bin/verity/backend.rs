@@ -1,0 +1,310 @@
+//! The store interface of `verity bench`: every backend runs the same
+//! workload code above it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
+use parking_lot::{Mutex, RwLock};
+use verity::{
+    key_hash, value_hash, CommitHandle, Db, Hash, KeyHash, MemPageStore, Options, Proof, Snapshot,
+    Trie, WriteBatch,
+};
+
+/// The writes of one block: key, and value (`None`: delete). The last
+/// write of a key wins.
+pub(crate) type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// A version handed to a backend and not yet known to be durable.
+pub(crate) trait Pending: Send {
+    /// The version.
+    fn version(&self) -> u64;
+    /// Waits until the version is merkleized and durable; its root.
+    fn wait(self: Box<Self>) -> Result<Hash>;
+}
+
+/// Reads of one version, from any thread.
+pub(crate) trait Reader: Send + Sync {
+    /// The value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// The inclusion or exclusion proof of `key`.
+    fn prove(&self, key: &[u8]) -> Result<Proof>;
+    /// The state root.
+    fn root(&self) -> Result<Hash>;
+}
+
+/// A versioned, authenticated store under test.
+pub(crate) trait Backend: Send + Sync {
+    /// Its name on the command line.
+    fn name(&self) -> &'static str;
+    /// Its settings, in a line.
+    fn settings(&self) -> String;
+    /// Hands over the next version; returns at once or when the backend
+    /// has room for it.
+    fn commit(&self, ops: Ops) -> Result<Box<dyn Pending>>;
+    /// A reader of `version`. A backend that cannot read a version before
+    /// it is committed waits for it here.
+    fn reader(&self, version: u64) -> Result<Arc<dyn Reader>>;
+    /// The oldest version still readable.
+    fn oldest(&self) -> u64;
+    /// Blocks read from files so far (cache misses), if it counts them.
+    fn disk_reads(&self) -> Option<u64>;
+    /// Whether a version can be read while it commits (before it is
+    /// durable).
+    fn reads_staged(&self) -> bool;
+    /// Waits for everything handed over, syncs, and stops background work.
+    fn close(&self) -> Result<()>;
+}
+
+/// `verity`: the `Db`.
+pub(crate) struct VerityBackend {
+    db: Db,
+    page_cache_pages: usize,
+}
+
+impl VerityBackend {
+    /// Opens (creates) a `Db` in `dir`.
+    pub(crate) fn open(dir: &Path, opts: Options) -> Result<VerityBackend> {
+        let page_cache_pages = opts.page_cache_pages;
+        Ok(VerityBackend {
+            db: Db::open(dir, opts)?,
+            page_cache_pages,
+        })
+    }
+}
+
+impl Pending for CommitHandle {
+    fn version(&self) -> u64 {
+        CommitHandle::version(self)
+    }
+
+    fn wait(self: Box<Self>) -> Result<Hash> {
+        self.wait_durable()?;
+        Ok(self.root()?)
+    }
+}
+
+impl Reader for Snapshot {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(Snapshot::get(self, key)?)
+    }
+
+    fn prove(&self, key: &[u8]) -> Result<Proof> {
+        Ok(Snapshot::prove(self, key)?)
+    }
+
+    fn root(&self) -> Result<Hash> {
+        Ok(Snapshot::root(self)?)
+    }
+}
+
+impl Backend for VerityBackend {
+    fn name(&self) -> &'static str {
+        "verity"
+    }
+
+    fn settings(&self) -> String {
+        let s = self.db.stats();
+        format!(
+            "block cache {} MiB, page cache {} pages, I/O {}, WAL synced per group of commits",
+            s.engine.cache_bytes >> 20,
+            self.page_cache_pages,
+            s.engine.backend
+        )
+    }
+
+    fn commit(&self, ops: Ops) -> Result<Box<dyn Pending>> {
+        let mut batch = WriteBatch::new();
+        for (k, v) in ops {
+            match v {
+                Some(v) => batch.put(&k, &v)?,
+                None => batch.delete(&k)?,
+            }
+        }
+        Ok(Box::new(self.db.commit(batch)?))
+    }
+
+    fn reader(&self, version: u64) -> Result<Arc<dyn Reader>> {
+        Ok(Arc::new(self.db.snapshot(version)?))
+    }
+
+    fn oldest(&self) -> u64 {
+        self.db.stats().oldest_retained.max(1)
+    }
+
+    fn disk_reads(&self) -> Option<u64> {
+        Some(self.db.stats().engine.cache_misses)
+    }
+
+    fn reads_staged(&self) -> bool {
+        true
+    }
+
+    fn close(&self) -> Result<()> {
+        Ok(self.db.close()?)
+    }
+}
+
+/// Values of the `memory` backend: per key hash, its versions ascending.
+type Values = HashMap<KeyHash, Vec<(u64, Option<Arc<[u8]>>)>>;
+
+struct MemoryInner {
+    trie: Trie<MemPageStore>,
+    values: RwLock<Values>,
+    roots: RwLock<Vec<Hash>>,
+    retain: Option<u64>,
+    floor: Mutex<u64>,
+}
+
+/// `memory`: the trie over the in-memory page store, merkleized in the
+/// commit call (the bound for merkleization alone; nothing is durable).
+pub(crate) struct MemoryBackend {
+    inner: Arc<MemoryInner>,
+    commit: Mutex<()>,
+}
+
+impl MemoryBackend {
+    /// An empty store keeping `retain` versions when given.
+    pub(crate) fn new(retain: Option<u64>) -> MemoryBackend {
+        MemoryBackend {
+            inner: Arc::new(MemoryInner {
+                trie: Trie::new(MemPageStore::new()),
+                values: RwLock::new(HashMap::new()),
+                roots: RwLock::new(vec![verity::EMPTY]),
+                retain,
+                floor: Mutex::new(1),
+            }),
+            commit: Mutex::new(()),
+        }
+    }
+}
+
+struct Ready {
+    version: u64,
+    root: Hash,
+}
+
+impl Pending for Ready {
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn wait(self: Box<Self>) -> Result<Hash> {
+        Ok(self.root)
+    }
+}
+
+struct MemoryReader {
+    inner: Arc<MemoryInner>,
+    version: u64,
+}
+
+impl MemoryReader {
+    fn check(&self) -> Result<()> {
+        if self.version < *self.inner.floor.lock() {
+            bail!("memory backend: version {} is not retained", self.version);
+        }
+        Ok(())
+    }
+}
+
+impl Reader for MemoryReader {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check()?;
+        let values = self.inner.values.read();
+        let Some(list) = values.get(&key_hash(key)) else {
+            return Ok(None);
+        };
+        let i = list.partition_point(|e| e.0 <= self.version);
+        Ok(i.checked_sub(1)
+            .and_then(|i| list[i].1.as_ref())
+            .map(|v| v.to_vec()))
+    }
+
+    fn prove(&self, key: &[u8]) -> Result<Proof> {
+        self.check()?;
+        Ok(self.inner.trie.prove(self.version, &[key_hash(key)])?)
+    }
+
+    fn root(&self) -> Result<Hash> {
+        self.check()?;
+        Ok(self.inner.trie.root(self.version)?)
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn settings(&self) -> String {
+        "the trie over the in-memory page store; nothing durable".into()
+    }
+
+    fn commit(&self, ops: Ops) -> Result<Box<dyn Pending>> {
+        let _one = self.commit.lock();
+        let version = self.inner.roots.read().len() as u64;
+        let mut writes: Vec<(KeyHash, Option<Vec<u8>>)> =
+            ops.into_iter().map(|(k, v)| (key_hash(&k), v)).collect();
+        writes.reverse();
+        writes.sort_by(|a, b| a.0.cmp(&b.0));
+        writes.dedup_by(|a, b| a.0 == b.0);
+        let updates: Vec<_> = writes
+            .iter()
+            .map(|(k, v)| (*k, v.as_ref().map(|v| value_hash(v))))
+            .collect();
+        let out = self.inner.trie.update(version - 1, version, &updates)?;
+        self.inner.trie.source().apply(&out)?;
+        {
+            let mut values = self.inner.values.write();
+            for (k, v) in writes {
+                values
+                    .entry(k)
+                    .or_default()
+                    .push((version, v.map(Arc::from)));
+            }
+        }
+        self.inner.roots.write().push(out.root);
+        if let Some(keep) = self.inner.retain {
+            let floor = (version + 1).saturating_sub(keep).max(1);
+            let mut f = self.inner.floor.lock();
+            if floor > *f {
+                *f = floor;
+                self.inner.trie.source().prune(floor)?;
+            }
+        }
+        Ok(Box::new(Ready {
+            version,
+            root: out.root,
+        }))
+    }
+
+    fn reader(&self, version: u64) -> Result<Arc<dyn Reader>> {
+        if version == 0 || version >= self.inner.roots.read().len() as u64 {
+            return Err(anyhow!("memory backend: no version {version}"));
+        }
+        let r = MemoryReader {
+            inner: self.inner.clone(),
+            version,
+        };
+        r.check()?;
+        Ok(Arc::new(r))
+    }
+
+    fn oldest(&self) -> u64 {
+        *self.inner.floor.lock()
+    }
+
+    fn disk_reads(&self) -> Option<u64> {
+        None
+    }
+
+    fn reads_staged(&self) -> bool {
+        true
+    }
+
+    fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
