@@ -30,7 +30,7 @@ use parking_lot::{Condvar, Mutex};
 use rayon::prelude::*;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions,
-    SliceTransform, Ticker, WriteBatch, WriteOptions, DB,
+    SliceTransform, WriteBatch, WriteOptions, DB,
 };
 use verity::codec::proof::{ProofImage, ProofNode};
 use verity::merkle::hash::{internal_hash, leaf_hash, nibble};
@@ -920,7 +920,7 @@ impl Backend for RocksBackend {
     }
 
     fn disk_reads(&self) -> Option<u64> {
-        Some(self.shared.opts.get_ticker_count(Ticker::BlockCacheMiss))
+        Some(self.shared.opts.get_ticker_count(rocksdb::statistics::Ticker::BlockCacheMiss))
     }
 
     fn reads_staged(&self) -> bool {
@@ -948,6 +948,7 @@ mod tests {
 
     use super::*;
     use crate::backend::MemoryBackend;
+    use verity::verify;
 
     /// Small key sets and skewed batches, so leaves move down and up,
     /// subtrees empty and refill and keys come back after deletes: every
