@@ -61,15 +61,17 @@ pub(crate) trait Backend: Send + Sync {
 pub(crate) struct VerityBackend {
     db: Db,
     page_cache_pages: usize,
+    cache_bytes: usize,
 }
 
 impl VerityBackend {
     /// Opens (creates) a `Db` in `dir`.
     pub(crate) fn open(dir: &Path, opts: Options) -> Result<VerityBackend> {
-        let page_cache_pages = opts.page_cache_pages;
+        let (page_cache_pages, cache_bytes) = (opts.page_cache_pages, opts.cache_bytes);
         Ok(VerityBackend {
             db: Db::open(dir, opts)?,
             page_cache_pages,
+            cache_bytes,
         })
     }
 }
@@ -108,7 +110,7 @@ impl Backend for VerityBackend {
         let s = self.db.stats();
         format!(
             "block cache {} MiB, page cache {} pages, I/O {}, WAL synced per group of commits",
-            s.engine.cache_bytes >> 20,
+            self.cache_bytes >> 20,
             self.page_cache_pages,
             s.engine.backend
         )
@@ -248,7 +250,7 @@ impl Backend for MemoryBackend {
         let mut writes: Vec<(KeyHash, Option<Vec<u8>>)> =
             ops.into_iter().map(|(k, v)| (key_hash(&k), v)).collect();
         writes.reverse();
-        writes.sort_by(|a, b| a.0.cmp(&b.0));
+        writes.sort_by_key(|w| w.0);
         writes.dedup_by(|a, b| a.0 == b.0);
         let updates: Vec<_> = writes
             .iter()

@@ -100,9 +100,9 @@ pub(crate) struct BenchArgs {
     /// Reader threads of `read` and `executor`.
     #[arg(long, default_value_t = 2)]
     pub(crate) threads: usize,
-    /// Cache memory per backend in MiB. `verity` splits it between the
-    /// block cache and decoded pages; `rocksdb` gets all of it as block
-    /// cache.
+    /// Cache memory per backend in MiB. `verity` gives a quarter to its
+    /// block cache and the rest to decoded pages (counted at 4 KiB each);
+    /// `rocksdb` gets all of it as block cache.
     #[arg(long, default_value_t = 1024)]
     pub(crate) cache_mb: usize,
     /// Read files with O_DIRECT (bypass the page cache).
@@ -335,11 +335,14 @@ struct Done {
     at: Instant,
 }
 
+/// A version to wait for: when its commit was called, its operations.
+type Tracked = (Instant, usize, Box<dyn Pending>);
+
 /// Waits for each handed-over version on a thread of its own, in order:
 /// records its latency from the commit call, checks its root against the
 /// first backend's, and samples the bytes on disk.
 struct Tracker {
-    tx: Option<mpsc::Sender<(Instant, usize, Box<dyn Pending>)>>,
+    tx: Option<mpsc::Sender<Tracked>>,
     thread: Option<std::thread::JoinHandle<Result<Vec<Done>>>>,
     failed: Arc<AtomicBool>,
 }
@@ -357,7 +360,7 @@ struct Roots {
 
 impl Tracker {
     fn start(name: &'static str, roots: Arc<Roots>, dir: Option<PathBuf>) -> Tracker {
-        let (tx, rx) = mpsc::channel::<(Instant, usize, Box<dyn Pending>)>();
+        let (tx, rx) = mpsc::channel::<Tracked>();
         let failed = Arc::new(AtomicBool::new(false));
         let flag = failed.clone();
         let thread = std::thread::spawn(move || -> Result<Vec<Done>> {
@@ -456,10 +459,11 @@ fn open_backend(kind: Kind, c: &Config, dir: Option<&Path>) -> Result<Box<dyn Ba
         Kind::Verity => {
             let dir = dir.ok_or_else(|| anyhow!("verity needs a directory"))?;
             let mut opts = Options::default();
-            // Half the budget for blocks, half for decoded pages (about
-            // 8 KiB each in memory).
-            opts.cache_bytes = cache / 2;
-            opts.page_cache_pages = (cache / 2 / 8192).max(1024);
+            // A quarter of the budget for blocks, the rest for decoded
+            // pages (a few KiB each in memory: an internal node is about
+            // 2 KiB, a page holds one to seventeen).
+            opts.cache_bytes = cache / 4;
+            opts.page_cache_pages = (cache / 4 * 3 / 4096).max(1024);
             opts.direct_io = c.direct_io;
             opts.retain_versions = c.retain;
             Ok(Box::new(VerityBackend::open(dir, opts)?))

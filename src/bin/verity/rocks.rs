@@ -104,7 +104,7 @@ impl Path32 {
     fn of(key: &KeyHash, depth: usize) -> Path32 {
         let mut bytes = [0u8; 32];
         bytes[..depth.div_ceil(2)].copy_from_slice(&key[..depth.div_ceil(2)]);
-        if depth % 2 == 1 {
+        if !depth.is_multiple_of(2) {
             bytes[depth / 2] &= 0xf0;
         }
         Path32 { bytes, depth }
@@ -112,7 +112,7 @@ impl Path32 {
 
     fn child(&self, n: u8) -> Path32 {
         let mut bytes = self.bytes;
-        if self.depth % 2 == 0 {
+        if self.depth.is_multiple_of(2) {
             bytes[self.depth / 2] = n << 4;
         } else {
             bytes[self.depth / 2] |= n;
@@ -515,7 +515,7 @@ impl Store {
             ops.into_iter().map(|(k, v)| (key_hash(&k), v)).collect();
         // The last write of a key wins.
         writes.reverse();
-        writes.sort_by(|a, b| a.0.cmp(&b.0));
+        writes.sort_by_key(|w| w.0);
         writes.dedup_by(|a, b| a.0 == b.0);
         let hashed: Vec<Write> = writes
             .iter()
@@ -752,10 +752,13 @@ impl Shared {
     }
 }
 
+/// A version handed to the commit thread, and where its root goes.
+type Job = (u64, Ops, mpsc::Sender<Result<Hash, String>>);
+
 /// The RocksDB-layered backend.
 pub(crate) struct RocksBackend {
     shared: Arc<Shared>,
-    tx: Mutex<Option<mpsc::SyncSender<(u64, Ops, mpsc::Sender<Result<Hash, String>>)>>>,
+    tx: Mutex<Option<mpsc::SyncSender<Job>>>,
     next: Mutex<u64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     settings: String,
@@ -806,7 +809,7 @@ impl RocksBackend {
             cond: Condvar::new(),
             opts,
         });
-        let (tx, rx) = mpsc::sync_channel::<(u64, Ops, mpsc::Sender<Result<Hash, String>>)>(4);
+        let (tx, rx) = mpsc::sync_channel::<Job>(4);
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("rocksdb-commit".into())
@@ -920,7 +923,11 @@ impl Backend for RocksBackend {
     }
 
     fn disk_reads(&self) -> Option<u64> {
-        Some(self.shared.opts.get_ticker_count(rocksdb::statistics::Ticker::BlockCacheMiss))
+        Some(
+            self.shared
+                .opts
+                .get_ticker_count(rocksdb::statistics::Ticker::BlockCacheMiss),
+        )
     }
 
     fn reads_staged(&self) -> bool {
