@@ -9,12 +9,29 @@ use anyhow::{anyhow, bail, Result};
 use parking_lot::{Mutex, RwLock};
 use verity::{
     key_hash, value_hash, CommitHandle, Db, Hash, KeyHash, MemPageStore, Options, Proof, Snapshot,
-    Trie, WriteBatch,
+    Trie, ValueHash, WriteBatch,
 };
 
 /// The writes of one block: key, and value (`None`: delete). The last
 /// write of a key wins.
 pub(crate) type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// The writes of a block by key hash, ascending, the last write of a key
+/// winning; and the same with value hashes (the trie's updates).
+pub(crate) fn by_key_hash(ops: Ops) -> (HashedOps, Vec<(KeyHash, Option<ValueHash>)>) {
+    let mut writes: HashedOps = ops.into_iter().map(|(k, v)| (key_hash(&k), v)).collect();
+    writes.reverse();
+    writes.sort_by_key(|w| w.0);
+    writes.dedup_by(|a, b| a.0 == b.0);
+    let updates = writes
+        .iter()
+        .map(|(k, v)| (*k, v.as_ref().map(|v| value_hash(v))))
+        .collect();
+    (writes, updates)
+}
+
+/// Writes by key hash: `(key hash, value or None)`.
+pub(crate) type HashedOps = Vec<(KeyHash, Option<Vec<u8>>)>;
 
 /// A version handed to a backend and not yet known to be durable.
 pub(crate) trait Pending: Send {
@@ -247,15 +264,7 @@ impl Backend for MemoryBackend {
     fn commit(&self, ops: Ops) -> Result<Box<dyn Pending>> {
         let _one = self.commit.lock();
         let version = self.inner.roots.read().len() as u64;
-        let mut writes: Vec<(KeyHash, Option<Vec<u8>>)> =
-            ops.into_iter().map(|(k, v)| (key_hash(&k), v)).collect();
-        writes.reverse();
-        writes.sort_by_key(|w| w.0);
-        writes.dedup_by(|a, b| a.0 == b.0);
-        let updates: Vec<_> = writes
-            .iter()
-            .map(|(k, v)| (*k, v.as_ref().map(|v| value_hash(v))))
-            .collect();
+        let (writes, updates) = by_key_hash(ops);
         let out = self.inner.trie.update(version - 1, version, &updates)?;
         self.inner.trie.source().apply(&out)?;
         {

@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Zipf};
 use verity::{key_hash, value_hash, verify, Hash, Options};
 
-use super::backend::{Backend, MemoryBackend, Ops, Pending, VerityBackend};
+use super::backend::{Backend, MemoryBackend, Ops, Pending, Reader, VerityBackend};
 use super::report::{self, Metric, Run, Series};
 
 /// A workload of the benchmark.
@@ -692,6 +692,36 @@ fn workloads(
     Ok(())
 }
 
+/// One thread per seed reads `per_thread` keys of `live` from `reader`.
+fn read_round(
+    reader: &Arc<dyn Reader>,
+    live: &Arc<Vec<[u8; 32]>>,
+    seeds: &[u64],
+    per_thread: usize,
+    zipf: Option<f64>,
+) -> Result<()> {
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = seeds
+            .iter()
+            .map(|&seed| {
+                let (reader, live) = (reader.clone(), live.clone());
+                s.spawn(move || -> Result<()> {
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                    for _ in 0..per_thread {
+                        let k = &live[pick(&mut rng, live.len(), zipf)];
+                        std::hint::black_box(reader.get(k)?);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow!("reader panicked"))??;
+        }
+        Ok(())
+    })
+}
+
 /// T threads each read `block_size / T` keys from `snapshot(v - 1)` while
 /// `commit(v - 1)` is in flight, then block `v` is committed.
 fn executor(
@@ -720,26 +750,7 @@ fn executor(
             let reader = backend.reader(v)?;
             let seeds: Vec<u64> = (0..c.threads).map(|_| rng.gen()).collect();
             let read_start = Instant::now();
-            std::thread::scope(|s| -> Result<()> {
-                let handles: Vec<_> = seeds
-                    .iter()
-                    .map(|&seed| {
-                        let (reader, live) = (reader.clone(), live.clone());
-                        s.spawn(move || -> Result<()> {
-                            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                            for _ in 0..per_thread {
-                                let k = &live[pick(&mut rng, live.len(), c.zipf)];
-                                std::hint::black_box(reader.get(k)?);
-                            }
-                            Ok(())
-                        })
-                    })
-                    .collect();
-                for h in handles {
-                    h.join().map_err(|_| anyhow!("reader panicked"))??;
-                }
-                Ok(())
-            })?;
+            read_round(&reader, &live, &seeds, per_thread, c.zipf)?;
             read_time += read_start.elapsed();
             reads += (per_thread * c.threads) as u64;
             let ops = gen.block(c.block_size);
@@ -765,26 +776,7 @@ fn executor(
     let mut idle_reads = 0u64;
     for _ in 0..n.min(8) {
         let seeds: Vec<u64> = (0..c.threads).map(|_| rng.gen()).collect();
-        std::thread::scope(|s| -> Result<()> {
-            let handles: Vec<_> = seeds
-                .iter()
-                .map(|&seed| {
-                    let (reader, live) = (reader.clone(), live.clone());
-                    s.spawn(move || -> Result<()> {
-                        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                        for _ in 0..per_thread {
-                            let k = &live[pick(&mut rng, live.len(), c.zipf)];
-                            std::hint::black_box(reader.get(k)?);
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            for h in handles {
-                h.join().map_err(|_| anyhow!("reader panicked"))??;
-            }
-            Ok(())
-        })?;
+        read_round(&reader, &live, &seeds, per_thread, c.zipf)?;
         idle_reads += (per_thread * c.threads) as u64;
     }
     let idle = idle_reads as f64 / idle_start.elapsed().as_secs_f64().max(1e-9);

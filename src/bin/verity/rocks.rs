@@ -34,9 +34,9 @@ use rocksdb::{
 };
 use verity::codec::proof::{ProofImage, ProofNode};
 use verity::merkle::hash::{internal_hash, leaf_hash, nibble};
-use verity::{key_hash, value_hash, Hash, KeyHash, Proof, ValueHash, EMPTY};
+use verity::{key_hash, Hash, KeyHash, Proof, ValueHash, EMPTY};
 
-use super::backend::{Backend, Ops, Pending, Reader};
+use super::backend::{by_key_hash, Backend, Ops, Pending, Reader};
 
 const NODES: &str = "nodes";
 const VALUES: &str = "values";
@@ -511,16 +511,8 @@ impl Store {
     /// Writes version `version` (the previous one is `version - 1`, or
     /// none when `version` is the first) and syncs the WAL.
     fn commit(&self, version: u64, ops: Ops) -> Result<Hash> {
-        let mut writes: Vec<(KeyHash, Option<Vec<u8>>)> =
-            ops.into_iter().map(|(k, v)| (key_hash(&k), v)).collect();
         // The last write of a key wins.
-        writes.reverse();
-        writes.sort_by_key(|w| w.0);
-        writes.dedup_by(|a, b| a.0 == b.0);
-        let hashed: Vec<Write> = writes
-            .iter()
-            .map(|(k, v)| (*k, v.as_ref().map(|v| value_hash(v))))
-            .collect();
+        let (writes, hashed) = by_key_hash(ops);
         // The root is always an internal node, written at every version.
         let mut out = Out::default();
         let mut children: [Sub; 16] = std::array::from_fn(|_| Sub::Empty);
@@ -955,7 +947,7 @@ mod tests {
 
     use super::*;
     use crate::backend::MemoryBackend;
-    use verity::verify;
+    use verity::{value_hash, verify};
 
     /// Small key sets and skewed batches, so leaves move down and up,
     /// subtrees empty and refill and keys come back after deletes: every
