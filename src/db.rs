@@ -57,8 +57,9 @@ pub enum SyncPolicy {
 pub struct Options {
     /// Bytes of the engine's block cache.
     pub cache_bytes: usize,
-    /// Decoded trie pages kept in memory (the newest of each path).
-    pub page_cache_pages: usize,
+    /// Bytes of decoded trie pages kept in memory (mostly the newest page
+    /// of each path, an eighth for older pages of historical reads).
+    pub page_cache_bytes: usize,
     /// Keep this many versions readable; older ones are pruned as new ones
     /// commit (`None`: keep everything until [`Db::prune`]).
     pub retain_versions: Option<u64>,
@@ -81,8 +82,8 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            cache_bytes: 1 << 30,
-            page_cache_pages: 1 << 20,
+            cache_bytes: 256 << 20,
+            page_cache_bytes: 768 << 20,
             retain_versions: None,
             sync: SyncPolicy::Grouped,
             io_uring: true,
@@ -100,7 +101,7 @@ impl Options {
     pub fn laptop() -> Options {
         Options {
             cache_bytes: 32 << 20,
-            page_cache_pages: 16 << 10,
+            page_cache_bytes: 64 << 20,
             memtable_bytes: 8 << 20,
             ..Options::default()
         }
@@ -300,7 +301,7 @@ impl Db {
         eo.memtable_bytes = opts.memtable_bytes;
         let engine = Arc::new(Engine::open(io, path, eo)?);
         let latest = engine.latest().unwrap_or(0);
-        let source = EngineSource::new(engine.clone(), opts.page_cache_pages);
+        let source = EngineSource::new(engine.clone(), opts.page_cache_bytes);
         let shared = Arc::new(Shared {
             engine,
             source,
@@ -408,16 +409,17 @@ impl Db {
             let p = shared.progress.lock();
             (p.merkleized, p.durable)
         };
-        let (pages, hits, misses) = shared.source.cache_stats();
+        let pages = shared.source.cache_stats();
         let engine = shared.engine.stats();
         DbStats {
             latest_staged,
             latest_merkleized: merkleized,
             latest_durable: durable,
             oldest_retained: engine.floor.unwrap_or(0),
-            page_cache_pages: pages,
-            page_cache_hits: hits,
-            page_cache_misses: misses,
+            page_cache_pages: pages.pages,
+            page_cache_bytes: pages.bytes,
+            page_cache_hits: pages.hits,
+            page_cache_misses: pages.misses,
             segment_bytes: engine.segment_bytes,
             wal_bytes: engine.wal_file_bytes,
             compaction_debt_bytes: engine.compaction_debt_bytes,
@@ -483,6 +485,8 @@ pub struct DbStats {
     pub oldest_retained: u64,
     /// Decoded trie pages cached.
     pub page_cache_pages: usize,
+    /// Bytes of memory those pages hold.
+    pub page_cache_bytes: usize,
     /// Page reads served from the cache.
     pub page_cache_hits: u64,
     /// Page reads that went to the engine.

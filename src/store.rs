@@ -1,17 +1,22 @@
 //! The trie's pages in the engine: a [`PageSource`] over the engine's
 //! pages namespace, with the newest decoded page of each path cached.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use rustc_hash::FxBuildHasher;
 use verity_engine::{Engine, EngineError, Namespace, Record};
 use verity_merkle::update::RecordKind;
 use verity_merkle::{rebuild_page, MerkleError, PagePath, PageSource, UpdateOutput, VersionedPage};
 
 const SHARDS: usize = 64;
+
+/// Bytes counted for a cache entry besides its page (key, map slot, queue
+/// slot).
+const ENTRY_OVERHEAD: usize = 96;
 
 /// The newest record of a page path, decoded: the page, or `None` when
 /// that record removed it.
@@ -21,15 +26,129 @@ struct Newest {
     page: Option<VersionedPage>,
 }
 
+/// Bytes of memory a cached page holds.
+fn page_bytes(page: Option<&VersionedPage>) -> usize {
+    ENTRY_OVERHEAD + page.map_or(0, |p| p.page.heap_bytes())
+}
+
+struct Slot<V> {
+    value: V,
+    bytes: usize,
+    /// Set by a hit: the CLOCK gives the entry a second chance.
+    used: AtomicBool,
+}
+
+struct Shard<K, V> {
+    map: HashMap<K, Slot<V>, FxBuildHasher>,
+    /// The keys of `map` in CLOCK order (a key removed out of turn may
+    /// linger; eviction skips it).
+    queue: VecDeque<K>,
+    bytes: usize,
+}
+
+/// Decoded pages bounded in bytes: shards of a map and a CLOCK queue. A
+/// hit takes the shard's read lock and marks the entry; an insert evicts
+/// unmarked entries (clearing the marks it passes) until the new one fits.
+struct PageCache<K, V> {
+    shards: Vec<RwLock<Shard<K, V>>>,
+    shard_capacity: usize,
+}
+
+impl<K: Copy + Eq + Hash, V: Clone> PageCache<K, V> {
+    fn new(capacity_bytes: usize) -> Self {
+        PageCache {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    RwLock::new(Shard {
+                        map: HashMap::default(),
+                        queue: VecDeque::new(),
+                        bytes: 0,
+                    })
+                })
+                .collect(),
+            shard_capacity: capacity_bytes / SHARDS,
+        }
+    }
+
+    fn shard(&self, key: &K) -> &RwLock<Shard<K, V>> {
+        let h = FxBuildHasher.hash_one(key);
+        &self.shards[(h >> 58) as usize % SHARDS]
+    }
+
+    /// The cached value of `key` (when `accept` takes it), marked as used.
+    fn get(&self, key: &K, accept: impl FnOnce(&V) -> bool) -> Option<V> {
+        let shard = self.shard(key).read();
+        let slot = shard.map.get(key)?;
+        if !accept(&slot.value) {
+            return None;
+        }
+        slot.used.store(true, Ordering::Relaxed);
+        Some(slot.value.clone())
+    }
+
+    /// Caches `value` (replacing an entry of the same key, which counts as
+    /// a use), then evicts others to stay within the capacity. A value
+    /// larger than a shard is not kept.
+    fn insert(&self, key: K, value: V, bytes: usize) {
+        let mut guard = self.shard(&key).write();
+        let shard = &mut *guard;
+        if bytes > self.shard_capacity {
+            // Its key may stay in the queue; eviction skips it.
+            if let Some(old) = shard.map.remove(&key) {
+                shard.bytes -= old.bytes;
+            }
+            return;
+        }
+        match shard.map.get_mut(&key) {
+            Some(slot) => {
+                shard.bytes = shard.bytes - slot.bytes + bytes;
+                slot.value = value;
+                slot.bytes = bytes;
+                slot.used.store(true, Ordering::Relaxed);
+            }
+            None => {
+                let slot = Slot {
+                    value,
+                    bytes,
+                    used: AtomicBool::new(false),
+                };
+                shard.map.insert(key, slot);
+                shard.queue.push_back(key);
+                shard.bytes += bytes;
+            }
+        }
+        while shard.bytes > self.shard_capacity {
+            let Some(victim) = shard.queue.pop_front() else {
+                break;
+            };
+            let Some(slot) = shard.map.get(&victim) else {
+                continue;
+            };
+            if slot.used.swap(false, Ordering::Relaxed) {
+                shard.queue.push_back(victim);
+            } else if let Some(slot) = shard.map.remove(&victim) {
+                shard.bytes -= slot.bytes;
+            }
+        }
+    }
+
+    /// Entries and bytes cached now.
+    fn size(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(n, b), s| {
+            let s = s.read();
+            (n + s.map.len(), b + s.bytes)
+        })
+    }
+}
+
 /// Pages read from the engine's pages namespace.
 pub(crate) struct EngineSource {
     engine: Arc<Engine>,
-    shards: Vec<RwLock<HashMap<PagePath, Newest>>>,
+    /// The newest decoded page of each path.
+    newest: PageCache<PagePath, Newest>,
     /// Older pages rebuilt for historical reads, by path and the version
     /// of their newest record.
-    older: Vec<RwLock<HashMap<(PagePath, u64), VersionedPage>>>,
-    /// Most paths cached per shard.
-    shard_capacity: usize,
+    older: PageCache<(PagePath, u64), VersionedPage>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -38,59 +157,56 @@ fn engine_error(e: EngineError) -> MerkleError {
     MerkleError::Source(Box::new(e))
 }
 
+/// Cached pages of an [`EngineSource`].
+pub(crate) struct CacheStats {
+    pub(crate) pages: usize,
+    pub(crate) bytes: usize,
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+}
+
 impl EngineSource {
-    /// A source over `engine` caching up to `capacity` pages.
-    pub(crate) fn new(engine: Arc<Engine>, capacity: usize) -> EngineSource {
+    /// A source over `engine` caching up to about `capacity_bytes` of
+    /// decoded pages: seven eighths for the newest page of each path, one
+    /// eighth for older pages rebuilt for historical reads.
+    pub(crate) fn new(engine: Arc<Engine>, capacity_bytes: usize) -> EngineSource {
+        let older = capacity_bytes / 8;
         EngineSource {
             engine,
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            older: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            shard_capacity: capacity.div_ceil(SHARDS).max(1),
+            newest: PageCache::new(capacity_bytes - older),
+            older: PageCache::new(older),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    fn shard_index(&self, path: &PagePath) -> usize {
-        let h = rustc_hash::FxBuildHasher.hash_one(path);
-        (h >> 58) as usize % SHARDS
-    }
-
-    fn shard(&self, path: &PagePath) -> &RwLock<HashMap<PagePath, Newest>> {
-        &self.shards[self.shard_index(path)]
-    }
-
     /// Records the pages an update wrote (after the engine has them).
     pub(crate) fn remember(&self, output: &UpdateOutput) {
         for w in &output.writes {
+            let page = w.page.as_ref().map(|page| VersionedPage {
+                version: output.version,
+                page: page.clone(),
+                chain: w.chain,
+            });
+            let bytes = page_bytes(page.as_ref());
             let newest = Newest {
                 version: output.version,
-                page: w.page.as_ref().map(|page| VersionedPage {
-                    version: output.version,
-                    page: page.clone(),
-                    chain: w.chain,
-                }),
+                page,
             };
-            let mut shard = self.shard(&w.path).write();
-            if shard.len() >= self.shard_capacity && !shard.contains_key(&w.path) {
-                // Make room: drop an arbitrary entry (its page is read
-                // from the engine again when needed).
-                if let Some(victim) = shard.keys().next().copied() {
-                    shard.remove(&victim);
-                }
-            }
-            shard.insert(w.path, newest);
+            self.newest.insert(w.path, newest, bytes);
         }
     }
 
-    /// Cached pages, and cache hits and misses.
-    pub(crate) fn cache_stats(&self) -> (usize, u64, u64) {
-        let pages = self.shards.iter().map(|s| s.read().len()).sum();
-        (
-            pages,
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+    /// Cached pages and their bytes, and cache hits and misses.
+    pub(crate) fn cache_stats(&self) -> CacheStats {
+        let (n1, b1) = self.newest.size();
+        let (n2, b2) = self.older.size();
+        CacheStats {
+            pages: n1 + n2,
+            bytes: b1 + b2,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
     /// The page as of `version`, rebuilt from the engine's records (newest
@@ -117,21 +233,14 @@ impl EngineSource {
         let Some(&(newest, _)) = records.first() else {
             return Ok(None);
         };
-        let shard = &self.older[self.shard_index(path)];
-        if let Some(page) = shard.read().get(&(*path, newest)) {
-            return Ok(Some(page.clone()));
+        if let Some(page) = self.older.get(&(*path, newest), |_| true) {
+            return Ok(Some(page));
         }
         records.reverse();
         let page = rebuild_page(&records, path)?;
         if let Some(page) = &page {
-            let mut shard = shard.write();
-            if shard.len() >= self.shard_capacity {
-                // Make room: drop an arbitrary entry.
-                if let Some(victim) = shard.keys().next().copied() {
-                    shard.remove(&victim);
-                }
-            }
-            shard.insert((*path, newest), page.clone());
+            self.older
+                .insert((*path, newest), page.clone(), page_bytes(Some(page)));
         }
         Ok(page)
     }
@@ -143,11 +252,9 @@ impl PageSource for EngineSource {
             // Version 0 is the empty trie, before the first commit.
             return Ok(None);
         }
-        if let Some(newest) = self.shard(path).read().get(path) {
-            if newest.version <= version {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(newest.page.clone());
-            }
+        if let Some(newest) = self.newest.get(path, |n| n.version <= version) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(newest.page);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         self.load(path, version)
@@ -166,5 +273,43 @@ pub(crate) fn put_page(
         RecordKind::Base => batch.put(Namespace::Pages, &key, record),
         RecordKind::Delta => batch.put_delta(Namespace::Pages, &key, record),
         RecordKind::Removed => batch.delete(Namespace::Pages, &key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_cache_stays_within_its_bytes_and_keeps_used_entries() {
+        // 64 shards of 1,000 bytes.
+        let cache: PageCache<u64, u64> = PageCache::new(64 * 1000);
+        for k in 0..10_000u64 {
+            cache.insert(k, k * 2, 100);
+            // Key 0 is read after every insert: the clock keeps it.
+            assert_eq!(
+                cache.get(&0, |_| true),
+                Some(0),
+                "key 0 evicted at insert {k}"
+            );
+            let (_, bytes) = cache.size();
+            assert!(bytes <= 64 * 1000, "{bytes} bytes cached at insert {k}");
+        }
+        // A value rejected by `accept` is not returned.
+        assert_eq!(cache.get(&0, |v| *v > 0), None);
+        // Replacing an entry counts its new size, not both.
+        let (n, before) = cache.size();
+        cache.insert(0, 7, 300);
+        let (n2, after) = cache.size();
+        assert!(n2 <= n && after <= before + 200, "{before} -> {after}");
+        assert_eq!(cache.get(&0, |_| true), Some(7));
+        // A value larger than a shard is not kept and drops the old one.
+        cache.insert(0, 9, 2000);
+        assert_eq!(cache.get(&0, |_| true), None);
+        // Most recently inserted keys are present; most early ones are gone.
+        let present = (0..10_000u64)
+            .filter(|k| cache.get(k, |_| true).is_some())
+            .count();
+        assert!((300..=640).contains(&present), "{present} entries cached");
     }
 }

@@ -226,6 +226,12 @@ impl Page {
     /// Id of the page's root node.
     pub const ROOT: NodeId = 0;
 
+    /// Bytes of memory the decoded page holds (its node array included):
+    /// what a cache of pages counts against its budget.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Page>() + self.nodes.capacity() * std::mem::size_of::<Inner>()
+    }
+
     /// The page root's hash.
     #[inline]
     pub fn hash(&self) -> Hash {

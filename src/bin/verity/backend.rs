@@ -77,17 +77,17 @@ pub(crate) trait Backend: Send + Sync {
 /// `verity`: the `Db`.
 pub(crate) struct VerityBackend {
     db: Db,
-    page_cache_pages: usize,
+    page_cache_bytes: usize,
     cache_bytes: usize,
 }
 
 impl VerityBackend {
     /// Opens (creates) a `Db` in `dir`.
     pub(crate) fn open(dir: &Path, opts: Options) -> Result<VerityBackend> {
-        let (page_cache_pages, cache_bytes) = (opts.page_cache_pages, opts.cache_bytes);
+        let (page_cache_bytes, cache_bytes) = (opts.page_cache_bytes, opts.cache_bytes);
         Ok(VerityBackend {
             db: Db::open(dir, opts)?,
-            page_cache_pages,
+            page_cache_bytes,
             cache_bytes,
         })
     }
@@ -126,9 +126,9 @@ impl Backend for VerityBackend {
     fn settings(&self) -> String {
         let s = self.db.stats();
         format!(
-            "block cache {} MiB, page cache {} pages, I/O {}, WAL synced per group of commits",
+            "block cache {} MiB, page cache {} MiB, I/O {}, WAL synced per group of commits",
             self.cache_bytes >> 20,
-            self.page_cache_pages,
+            self.page_cache_bytes >> 20,
             s.engine.backend
         )
     }

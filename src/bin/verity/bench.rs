@@ -310,6 +310,21 @@ fn io_write_bytes() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Resident memory of this process (`VmRSS` of `/proc/self/status`), in
+/// bytes, if the kernel reports it.
+fn resident_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib << 10)
+}
+
 fn hex(h: &Hash) -> String {
     blake3::Hash::from(*h).to_hex().to_string()
 }
@@ -460,10 +475,9 @@ fn open_backend(kind: Kind, c: &Config, dir: Option<&Path>) -> Result<Box<dyn Ba
             let dir = dir.ok_or_else(|| anyhow!("verity needs a directory"))?;
             let mut opts = Options::default();
             // A quarter of the budget for blocks, the rest for decoded
-            // pages (a few KiB each in memory: an internal node is about
-            // 2 KiB, a page holds one to seventeen).
+            // pages, both counted in bytes of memory.
             opts.cache_bytes = cache / 4;
-            opts.page_cache_pages = (cache / 4 * 3 / 4096).max(1024);
+            opts.page_cache_bytes = cache - cache / 4;
             opts.direct_io = c.direct_io;
             opts.retain_versions = c.retain;
             Ok(Box::new(VerityBackend::open(dir, opts)?))
@@ -661,6 +675,12 @@ fn workloads(
             "disk_bytes_per_live_key",
             "bytes on disk per live key",
             size().map(|b| b as f64 / gen.live.len().max(1) as f64),
+        ));
+        m.push(Metric::opt(
+            w,
+            "resident_mib",
+            "resident memory of the process (MiB)",
+            resident_bytes().map(|b| (b >> 20) as f64),
         ));
         println!(
             "blocks: {} blocks of {} ops in {:.2?}",
