@@ -67,6 +67,11 @@ pub(crate) trait Backend: Send + Sync {
     fn oldest(&self) -> u64;
     /// Blocks read from files so far (cache misses), if it counts them.
     fn disk_reads(&self) -> Option<u64>;
+    /// Page reads served by a cache of decoded trie pages and page reads
+    /// that missed it, so far, if the store has such a cache.
+    fn page_cache(&self) -> Option<(u64, u64)> {
+        None
+    }
     /// Whether a version can be read while it commits (before it is
     /// durable).
     fn reads_staged(&self) -> bool;
@@ -154,6 +159,11 @@ impl Backend for VerityBackend {
 
     fn disk_reads(&self) -> Option<u64> {
         Some(self.db.stats().engine.cache_misses)
+    }
+
+    fn page_cache(&self) -> Option<(u64, u64)> {
+        let s = self.db.stats();
+        Some((s.page_cache_hits, s.page_cache_misses))
     }
 
     fn reads_staged(&self) -> bool {

@@ -599,6 +599,7 @@ fn workloads(
     // blocks
     if c.wants(Workload::Blocks) && c.blocks > 0 {
         let written = io_write_bytes();
+        let pages_before = backend.page_cache();
         let bar = progress(c.blocks, "blocks");
         let start = Instant::now();
         let mut updates = 0usize;
@@ -675,6 +676,19 @@ fn workloads(
             "disk_bytes_per_live_key",
             "bytes on disk per live key",
             size().map(|b| b as f64 / gen.live.len().max(1) as f64),
+        ));
+        let hit_rate = backend
+            .page_cache()
+            .zip(pages_before)
+            .map(|(after, before)| {
+                let hits = after.0 - before.0;
+                hits as f64 / (hits + after.1 - before.1).max(1) as f64
+            });
+        m.push(Metric::opt(
+            w,
+            "page_cache_hit_rate",
+            "decoded-page cache hit rate",
+            hit_rate,
         ));
         m.push(Metric::opt(
             w,
