@@ -1,0 +1,3 @@
+module example.invalid/verity/ffi/go
+
+go 1.19
