@@ -63,7 +63,8 @@ type config struct {
 // Option changes how Open runs the database.
 type Option func(*config)
 
-// WithCacheBytes sets the bytes of the block cache (default 1 GiB).
+// WithCacheBytes sets the memory for caches, in bytes: a quarter for the
+// block cache, the rest for decoded trie pages (default 1 GiB in all).
 func WithCacheBytes(n uint64) Option {
 	return func(c *config) { c.cacheBytes = &n }
 }
@@ -202,7 +203,7 @@ func (db *DB) Prune(before uint64) error {
 // Stats are figures of a database at one moment.
 type Stats struct {
 	LatestStaged, LatestMerkleized, LatestDurable, OldestRetained, InFlight uint64
-	PageCachePages, PageCacheHits, PageCacheMisses                          uint64
+	PageCachePages, PageCacheBytes, PageCacheHits, PageCacheMisses          uint64
 	BlockCacheBytes, BlockCacheHits, BlockCacheMisses                       uint64
 	SegmentFiles, SegmentBytes, WALBytes, CompactionDebtBytes               uint64
 	Flushes, Compactions                                                    uint64
@@ -222,6 +223,7 @@ func (db *DB) Stats() (Stats, error) {
 		OldestRetained:      uint64(s.oldest_retained),
 		InFlight:            uint64(s.in_flight),
 		PageCachePages:      uint64(s.page_cache_pages),
+		PageCacheBytes:      uint64(s.page_cache_bytes),
 		PageCacheHits:       uint64(s.page_cache_hits),
 		PageCacheMisses:     uint64(s.page_cache_misses),
 		BlockCacheBytes:     uint64(s.block_cache_bytes),

@@ -176,6 +176,10 @@ typedef struct {
    */
   uint64_t page_cache_pages;
   /**
+   * Bytes of memory those pages hold.
+   */
+  uint64_t page_cache_bytes;
+  /**
    * Page reads served from the page cache.
    */
   uint64_t page_cache_hits;
@@ -385,7 +389,8 @@ void verity_error_free(verity_error *e);
 void verity_bytes_free(verity_bytes b);
 
 /**
- * New settings with the library's defaults: a 1 GiB block cache, every
+ * New settings with the library's defaults: 1 GiB of caches (256 MiB of
+ * blocks, 768 MiB of decoded pages), every
  * version kept until `verity_prune`, group commit (one WAL sync covers the
  * versions that wait together), io_uring where the kernel allows it.
  * NULL only if the library panicked.
@@ -396,7 +401,9 @@ void verity_bytes_free(verity_bytes b);
 verity_options *verity_options_new(void);
 
 /**
- * Sets the bytes of the block cache. A NULL `o` is ignored.
+ * Sets the memory for caches, in bytes: a quarter for the block cache
+ * (encoded blocks of the store's files), the rest for decoded trie pages.
+ * A NULL `o` is ignored.
  *
  * Thread safety: not while another thread uses `o`.
  *

@@ -79,6 +79,8 @@ pub struct verity_stats {
     pub in_flight: u64,
     /// Decoded trie pages cached.
     pub page_cache_pages: u64,
+    /// Bytes of memory those pages hold.
+    pub page_cache_bytes: u64,
     /// Page reads served from the page cache.
     pub page_cache_hits: u64,
     /// Page reads that went to the store.
@@ -294,6 +296,7 @@ pub unsafe extern "C" fn verity_db_stats(
             oldest_retained: s.oldest_retained,
             in_flight: s.in_flight,
             page_cache_pages: count(s.page_cache_pages),
+            page_cache_bytes: count(s.page_cache_bytes),
             page_cache_hits: s.page_cache_hits,
             page_cache_misses: s.page_cache_misses,
             block_cache_bytes: count(s.engine.cache_bytes),

@@ -16,7 +16,8 @@ pub struct verity_options {
     pub(crate) opts: Options,
 }
 
-/// New settings with the library's defaults: a 1 GiB block cache, every
+/// New settings with the library's defaults: 1 GiB of caches (256 MiB of
+/// blocks, 768 MiB of decoded pages), every
 /// version kept until `verity_prune`, group commit (one WAL sync covers the
 /// versions that wait together), io_uring where the kernel allows it.
 /// NULL only if the library panicked.
@@ -30,7 +31,9 @@ pub extern "C" fn verity_options_new() -> *mut verity_options {
     })
 }
 
-/// Sets the bytes of the block cache. A NULL `o` is ignored.
+/// Sets the memory for caches, in bytes: a quarter for the block cache
+/// (encoded blocks of the store's files), the rest for decoded trie pages.
+/// A NULL `o` is ignored.
 ///
 /// Thread safety: not while another thread uses `o`.
 ///
@@ -42,7 +45,9 @@ pub unsafe extern "C" fn verity_options_set_cache_bytes(o: *mut verity_options, 
         // SAFETY: the caller promises `o` is NULL or live settings, used by
         // no other thread during the call.
         if let Some(o) = unsafe { o.as_mut() } {
-            o.opts.cache_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+            let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+            o.opts.cache_bytes = bytes / 4;
+            o.opts.page_cache_bytes = bytes - bytes / 4;
         }
     })
 }
