@@ -10,19 +10,48 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The directory of `libverity.so`: the profile directory above the test
-/// binary (`target/<profile>/deps/c_programs-*`).
+/// binary (`target/<profile>/deps/c_programs-*`). `cargo test` builds the
+/// crate's library only as Rust code, so the shared library is built here,
+/// with the same cargo, target directory and profile, every time (a library
+/// left from an earlier build would test old code).
 fn library_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary sits in <target>/<profile>/deps");
-    assert!(
-        dir.join("libverity.so").exists(),
-        "no libverity.so in {} (cargo builds it before the tests of verity-ffi)",
-        dir.display()
-    );
-    dir.to_path_buf()
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("the test binary's path");
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("the test binary sits in <target>/<profile>/deps");
+            let target = dir
+                .parent()
+                .expect("the profile directory sits in the target directory");
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo
+                .args(["build", "-p", "verity-ffi", "--lib"])
+                .arg("--target-dir")
+                .arg(target)
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            match dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") => {}
+                Some("release") => {
+                    cargo.arg("--release");
+                }
+                Some(profile) => {
+                    cargo.args(["--profile", profile]);
+                }
+                None => panic!("no profile directory above {}", exe.display()),
+            }
+            let status = cargo.status().expect("could not run cargo");
+            assert!(status.success(), "cargo build -p verity-ffi failed");
+            assert!(
+                dir.join("libverity.so").exists(),
+                "no libverity.so in {} after cargo build",
+                dir.display()
+            );
+            dir.to_path_buf()
+        })
+        .clone()
 }
 
 /// Compiles `tests/c/<name>.c` and returns the program's path.
