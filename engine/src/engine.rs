@@ -438,6 +438,24 @@ impl Engine {
                 last = Some(rec.version);
             }
         }
+        // A prune syncs the WAL before it raises the floor, so a log that
+        // ends below the floor has lost records it had synced: damage, not
+        // a crash.
+        if let Some(floor) = m.floor {
+            if last.is_none_or(|l| l < floor) {
+                let path = wals
+                    .last()
+                    .map_or_else(|| dir.join("MANIFEST"), |&n| dir.join(wal_name(n)));
+                return Err(EngineError::corruption(
+                    &path,
+                    0,
+                    format!(
+                        "the log ends at version {} but the retention floor is {floor}: synced records are missing",
+                        last.map_or_else(|| "none".to_owned(), |l| l.to_string())
+                    ),
+                ));
+            }
+        }
         let mut next = next_file;
         let wal = match writer_wal {
             Some(mut w) => {

@@ -103,3 +103,42 @@ fn damage_to_any_file_is_detected_never_returned() {
         names.len()
     );
 }
+
+#[test]
+fn a_log_cut_below_the_retention_floor_is_refused_at_open() {
+    let disk = SimDisk::new();
+    let dir = Path::new("/db");
+    let engine = Engine::open(Arc::new(disk.clone()), dir, test_options()).expect("open");
+    for v in 1..=8u64 {
+        let mut batch = verity_engine::WriteBatch::new();
+        batch
+            .put(ns(2), &key(2), &v.to_le_bytes())
+            .expect("a small write");
+        engine.commit_durable(v, batch).expect("commit");
+    }
+    // Prune syncs the log first: versions 1 to 8 are in it, and durable.
+    engine.prune(6).expect("prune");
+    engine.close().expect("close");
+    let wal = disk
+        .list(dir)
+        .expect("list")
+        .into_iter()
+        .find(|n| n.ends_with(".wal"))
+        .expect("a WAL file");
+    let path = dir.join(&wal);
+    let mut bytes = disk.contents(&path).expect("the WAL");
+    // Keep the first half: versions up to about 4 remain, below the floor.
+    bytes.truncate(bytes.len() / 2);
+    disk.set_contents(&path, bytes).expect("cut");
+    match Engine::open(Arc::new(disk.clone()), dir, test_options()) {
+        Err(EngineError::Corruption { detail, .. }) => {
+            assert!(detail.contains("retention floor"), "{detail}");
+        }
+        Ok(engine) => panic!(
+            "opened a log that ends at {:?} below the floor {:?}",
+            engine.latest(),
+            engine.floor()
+        ),
+        Err(e) => panic!("untyped error: {e}"),
+    }
+}
