@@ -1,5 +1,5 @@
 //! The io_uring backend (Linux only): positional reads, writes and
-//! `fdatasync` go through one submission ring shared by every file the
+//! `fdatasync` go through a few submission rings shared by every file the
 //! backend opens, and the reads of a [`read_batch`](IoFile::read_batch) are
 //! submitted together instead of one system call each.
 //!
@@ -12,10 +12,15 @@
 //! reads for that file; [`UringFile::direct_active`] and
 //! [`UringIo::direct_fallbacks`] tell.
 //!
-//! The ring sits behind a mutex that a caller holds from its first
+//! Each ring sits behind a mutex that a caller holds from its first
 //! submission to its last completion. Every completion it reaps is
 //! therefore its own, and the completion's `user_data` is an index into
-//! its own requests. The price: one batch at a time per backend.
+//! its own requests. A caller takes the first ring no one holds (starting
+//! from one chosen per thread), and waits for its thread's ring only when
+//! all are held, so as many batches run at once as there are rings: two
+//! readers' disk reads do not queue one behind the other, nor a read
+//! behind a WAL `fdatasync` (with a single ring they did, and reads under
+//! `O_DIRECT` did not scale past one thread).
 //!
 //! Unsafe code lives in two places: `aligned` (the bounce buffer's
 //! allocation) and `run` (handing buffers to the kernel). `run` returns
@@ -30,7 +35,7 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
@@ -73,7 +78,7 @@ impl Default for UringOptions {
 /// operations (`exists`, `rename`, `sync_dir`, ...) use the standard
 /// library, as [`StdIo`] does.
 pub struct UringIo {
-    ring: Arc<Mutex<IoUring>>,
+    rings: Rings,
     options: UringOptions,
     direct_fallbacks: AtomicU64,
 }
@@ -89,6 +94,10 @@ impl UringIo {
         let ring = IoUring::new(options.entries)?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
+        let mut rings = vec![Mutex::new(ring)];
+        for _ in 1..ring_count() {
+            rings.push(Mutex::new(IoUring::new(options.entries)?));
+        }
         for (code, name) in [
             (opcode::Read::CODE, "read"),
             (opcode::Write::CODE, "write"),
@@ -102,7 +111,7 @@ impl UringIo {
             }
         }
         Ok(UringIo {
-            ring: Arc::new(Mutex::new(ring)),
+            rings: rings.into(),
             options,
             direct_fallbacks: AtomicU64::new(0),
         })
@@ -141,7 +150,7 @@ impl UringIo {
         Ok(UringFile {
             file,
             direct,
-            ring: Arc::clone(&self.ring),
+            rings: Arc::clone(&self.rings),
         })
     }
 
@@ -209,7 +218,7 @@ pub struct UringFile {
     file: File,
     /// The `O_DIRECT` descriptor reads use, when the file system took it.
     direct: Option<File>,
-    ring: Arc<Mutex<IoUring>>,
+    rings: Rings,
 }
 
 impl UringFile {
@@ -284,7 +293,7 @@ impl IoFile for UringFile {
                 .iter_mut()
                 .map(|r| Op::read(fd, r.buf, r.offset))
                 .collect();
-            return run(&self.ring, &mut ops);
+            return run(&self.rings, &mut ops);
         };
         let mut bounces = reads
             .iter()
@@ -292,7 +301,7 @@ impl IoFile for UringFile {
             .collect::<io::Result<Vec<_>>>()?;
         let fd = direct.as_fd();
         let mut ops: Vec<Op<'_>> = bounces.iter_mut().map(|b| Op::read_direct(fd, b)).collect();
-        run(&self.ring, &mut ops)?;
+        run(&self.rings, &mut ops)?;
         drop(ops);
         for (r, b) in reads.iter_mut().zip(&bounces) {
             let len = r.buf.len();
@@ -303,11 +312,14 @@ impl IoFile for UringFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        run(&self.ring, &mut [Op::write(self.file.as_fd(), buf, offset)])
+        run(
+            &self.rings,
+            &mut [Op::write(self.file.as_fd(), buf, offset)],
+        )
     }
 
     fn sync(&self) -> io::Result<()> {
-        run(&self.ring, &mut [Op::datasync(self.file.as_fd())])
+        run(&self.rings, &mut [Op::datasync(self.file.as_fd())])
     }
 
     fn size(&self) -> io::Result<u64> {
@@ -473,6 +485,36 @@ impl<'a> Op<'a> {
     }
 }
 
+/// The rings of a backend, shared by its files.
+type Rings = Arc<[Mutex<IoUring>]>;
+
+/// How many rings a backend sets up: one per core, from 2 to 8.
+fn ring_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+}
+
+/// This thread's first choice of ring, spread over threads in the order
+/// they first ask.
+fn thread_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SLOT.with(|s| *s)
+}
+
+/// A ring for one batch: the first free one from this thread's slot on,
+/// else (all held) this thread's own ring, once its holder lets go.
+fn acquire(rings: &[Mutex<IoUring>]) -> MutexGuard<'_, IoUring> {
+    let start = thread_slot() % rings.len();
+    for i in 0..rings.len() {
+        if let Some(guard) = rings[(start + i) % rings.len()].try_lock() {
+            return guard;
+        }
+    }
+    rings[start].lock()
+}
+
 /// The ring, locked, and how many of the holder's requests the kernel has
 /// not completed yet. Dropping it waits for them, so even an unwinding
 /// [`run`] frees no buffer the kernel may still write into.
@@ -523,13 +565,13 @@ impl Drop for InFlight<'_> {
     unsafe_code,
     reason = "handing buffers to the kernel is what io_uring is; see the SAFETY comment"
 )]
-fn run(ring: &Mutex<IoUring>, ops: &mut [Op<'_>]) -> io::Result<()> {
+fn run(rings: &[Mutex<IoUring>], ops: &mut [Op<'_>]) -> io::Result<()> {
     let mut queue: VecDeque<usize> = (0..ops.len()).filter(|&i| !ops[i].finished()).collect();
     if queue.is_empty() {
         return Ok(());
     }
     let mut flight = InFlight {
-        ring: ring.lock(),
+        ring: acquire(rings),
         count: 0,
     };
     let depth = flight.ring.params().sq_entries() as usize;
@@ -902,12 +944,26 @@ mod tests {
         let buffered = UringFile {
             file: file.file.try_clone().expect("dup"),
             direct: None,
-            ring: Arc::clone(&io.ring),
+            rings: Arc::clone(&io.rings),
         };
         assert!(!buffered.direct_active());
         let mut buf = vec![0u8; 4999];
         buffered.read_at(&mut buf, 1).expect("read");
         assert!(buf[..] == content[1..]);
+    }
+
+    #[test]
+    fn a_held_ring_sends_the_next_batch_to_another() {
+        let Some(io) = ring_or_skip("a_held_ring", UringOptions::default()) else {
+            return;
+        };
+        assert!(io.rings.len() >= 2, "{} rings", io.rings.len());
+        let first = acquire(&io.rings);
+        let second = acquire(&io.rings);
+        assert!(
+            !std::ptr::eq(&*first, &*second),
+            "one ring handed out twice"
+        );
     }
 
     #[test]
