@@ -1,16 +1,22 @@
 //! The write-ahead log: one checksummed record per committed version,
 //! appended in groups with one sync per group.
 //!
-//! File layout (see `docs/format.md`): a 16-byte header (`VRTYWAL\0`, the
-//! format byte, seven zero bytes), then records, each a codec frame
-//! (`len u32 | crc32c u32 | payload`) whose payload is `version u64 LE`
-//! followed by the record's body.
+//! File layout (see `docs/format.md`): a 4096-byte header (`VRTYWAL\0`, the
+//! format byte, seven zero bytes, the synced mark and its checksum, zeros),
+//! then records, each a codec frame (`len u32 | crc32c u32 | payload`) whose
+//! payload is `version u64 LE` followed by the record's body.
 //!
 //! A version is durable once the [`Wal::sync`] that covers it returns. On
 //! open, records are read until the first that is torn or damaged; the
 //! file is cut there (and the cut synced) so new records follow whole ones.
 //! A crash can only damage the unsynced tail, so everything synced is read
 //! back exactly.
+//!
+//! The synced mark tells a torn tail from damage: every group rewrites the
+//! header with the offset up to which earlier syncs made the file durable
+//! (the start of the group), in the same sync, and [`Wal::seal`] marks the
+//! whole file at a clean close. A bad record or a file shorter than the
+//! mark is damage to synced bytes: a corruption error, never a silent cut.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,9 +29,10 @@ use crate::io::{IoBackend, IoFile};
 /// The first bytes of every WAL file.
 pub const MAGIC: [u8; 8] = *b"VRTYWAL\0";
 /// The WAL format this code writes and reads.
-pub const FORMAT: u8 = 1;
-/// Bytes of the file header.
-pub const HEADER_LEN: usize = 16;
+pub const FORMAT: u8 = 2;
+/// Bytes of the file header: a whole page, so that rewriting the synced
+/// mark never rewrites a sector that holds records.
+pub const HEADER_LEN: usize = 4096;
 /// Largest record body.
 pub const MAX_BODY: usize = 256 << 20;
 
@@ -43,6 +50,8 @@ pub struct WalRecord {
 pub struct Recovery {
     /// The whole records, in order.
     pub records: Vec<WalRecord>,
+    /// The header's synced mark: every byte before it was synced.
+    pub synced: u64,
     /// Where the log was cut and why, if its tail was torn or damaged.
     pub cut: Option<Cut>,
 }
@@ -62,7 +71,8 @@ pub struct Cut {
 pub struct Wal {
     file: Arc<dyn IoFile>,
     path: PathBuf,
-    /// End of the records written to the file.
+    /// End of the records written to the file; every byte before it was
+    /// synced (a failed write or sync poisons the log).
     end: u64,
     /// Records appended since the last sync.
     buffer: Vec<u8>,
@@ -71,10 +81,16 @@ pub struct Wal {
     poisoned: bool,
 }
 
-fn header() -> [u8; HEADER_LEN] {
+/// The header with synced mark `synced`: magic, format, seven zero
+/// bytes, `synced u64 LE`, crc32c of the 24 bytes before it, zeros to
+/// the end of the page.
+fn header(synced: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(&MAGIC);
     h[8] = FORMAT;
+    h[16..24].copy_from_slice(&synced.to_le_bytes());
+    let crc = frame::checksum(&h[..24]);
+    h[24..28].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
@@ -87,7 +103,8 @@ impl Wal {
             return Err(EngineError::InvalidArgument("the WAL file exists already"));
         }
         let file = io.open(path, true).map_err(err("create"))?;
-        file.write_at(&header(), 0).map_err(err("write"))?;
+        file.write_at(&header(HEADER_LEN as u64), 0)
+            .map_err(err("write"))?;
         file.sync().map_err(err("sync"))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         io.sync_dir(dir)
@@ -111,17 +128,19 @@ impl Wal {
             Some(cut) if cut.offset < HEADER_LEN as u64 => {
                 // The file's creation did not finish: write its header anew.
                 file.set_len(0).map_err(err("truncate"))?;
-                file.write_at(&header(), 0).map_err(err("write"))?;
-                file.sync().map_err(err("sync"))?;
+                file.write_at(&header(HEADER_LEN as u64), 0)
+                    .map_err(err("write"))?;
                 HEADER_LEN as u64
             }
             Some(cut) => {
                 file.set_len(cut.offset).map_err(err("truncate"))?;
-                file.sync().map_err(err("sync"))?;
                 cut.offset
             }
             None => len as u64,
         };
+        // What was read may sit unsynced in the OS (a process that died
+        // before its sync): make it durable before any header marks it so.
+        file.sync().map_err(err("sync"))?;
         let wal = Wal {
             file,
             path: path.to_path_buf(),
@@ -193,12 +212,33 @@ impl Wal {
             self.file
                 .write_at(&self.buffer, self.end)
                 .map_err(|e| EngineError::io("write", &self.path, e))?;
+            // Everything before this group is durable; the mark rides on
+            // this group's sync. A crash may keep the old mark or the new
+            // one: both are at or below what is durable.
+            self.file
+                .write_at(&header(self.end), 0)
+                .map_err(|e| EngineError::io("write", &self.path, e))?;
             self.end += self.buffer.len() as u64;
             self.buffer.clear();
         }
         self.file
             .sync()
             .map_err(|e| EngineError::io("sync", &self.path, e))
+    }
+
+    /// Syncs the current group, then marks the whole file synced (a clean
+    /// close): afterwards damage anywhere in it is reported, not cut.
+    pub fn seal(&mut self) -> Result<()> {
+        self.sync()?;
+        let result = self
+            .file
+            .write_at(&header(self.end), 0)
+            .and_then(|()| self.file.sync())
+            .map_err(|e| EngineError::io("sync", &self.path, e));
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
     }
 }
 
@@ -222,10 +262,11 @@ fn read_log(io: &dyn IoBackend, path: &Path) -> Result<(Arc<dyn IoFile>, Recover
 
 /// Reads the records of a log file's bytes.
 fn parse(path: &Path, bytes: &[u8]) -> Result<Recovery> {
-    if bytes.len() < HEADER_LEN && header().starts_with(bytes) {
+    if bytes.len() < HEADER_LEN && header(HEADER_LEN as u64).starts_with(bytes) {
         // A crash while the file was created: no record was ever in it.
         return Ok(Recovery {
             records: Vec::new(),
+            synced: 0,
             cut: Some(Cut {
                 offset: 0,
                 dropped: bytes.len() as u64,
@@ -247,11 +288,37 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Recovery> {
             format!("unsupported WAL format {}", bytes[8]),
         ));
     }
-    if bytes[9..HEADER_LEN].iter().any(|&b| b != 0) {
+    if bytes[9..16]
+        .iter()
+        .chain(&bytes[28..HEADER_LEN])
+        .any(|&b| b != 0)
+    {
         return Err(EngineError::corruption(
             path,
             9,
             "reserved header bytes are not zero",
+        ));
+    }
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[16..24]);
+    let synced = u64::from_le_bytes(word);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[24..28]);
+    if u32::from_le_bytes(crc) != frame::checksum(&bytes[..24]) {
+        return Err(EngineError::corruption(
+            path,
+            16,
+            "the WAL header's synced mark fails its checksum",
+        ));
+    }
+    if synced < HEADER_LEN as u64 || synced > bytes.len() as u64 {
+        return Err(EngineError::corruption(
+            path,
+            16,
+            format!(
+                "the WAL was synced to byte {synced} but the file holds {} bytes",
+                bytes.len()
+            ),
         ));
     }
     let mut records = Vec::new();
@@ -284,6 +351,15 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Recovery> {
             Ok(_) => "record shorter than its version".to_owned(),
             Err(e) => e.to_string(),
         };
+        if (at as u64) < synced {
+            // Synced bytes do not tear: this is damage, and the records
+            // behind it were acknowledged durable.
+            return Err(EngineError::corruption(
+                path,
+                at as u64,
+                format!("damaged WAL record in the synced part of the log: {reason}"),
+            ));
+        }
         cut = Some(Cut {
             offset: at as u64,
             dropped: (bytes.len() - at) as u64,
@@ -291,5 +367,9 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Recovery> {
         });
         break;
     }
-    Ok(Recovery { records, cut })
+    Ok(Recovery {
+        records,
+        synced,
+        cut,
+    })
 }

@@ -12,7 +12,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use verity_engine::check::check_dir;
 use verity_engine::io::IoBackend;
-use verity_engine::sim::SimDisk;
+use verity_engine::sim::{CrashMode, SimDisk};
+use verity_engine::wal::HEADER_LEN;
 use verity_engine::{Engine, EngineError};
 
 /// Reads every key at a sample of versions; each read is right or a
@@ -114,21 +115,19 @@ fn a_log_cut_below_the_retention_floor_is_refused_at_open() {
         batch
             .put(ns(2), &key(2), &v.to_le_bytes())
             .expect("a small write");
-        engine.commit_durable(v, batch).expect("commit");
+        engine.commit(v, batch).expect("commit");
     }
-    // Prune syncs the log first: versions 1 to 8 are in it, and durable.
+    // Prune syncs the log first: versions 1 to 8 are in it, durable, in
+    // one group (so the synced mark still sits before them). The process
+    // then dies without a clean close.
     engine.prune(6).expect("prune");
-    engine.close().expect("close");
-    let wal = disk
-        .list(dir)
-        .expect("list")
-        .into_iter()
-        .find(|n| n.ends_with(".wal"))
-        .expect("a WAL file");
-    let path = dir.join(&wal);
+    disk.crash(CrashMode::DropUnsynced, 0);
+    drop(engine);
+    let path = dir.join(wal_file(&disk, dir));
     let mut bytes = disk.contents(&path).expect("the WAL");
-    // Keep the first half: versions up to about 4 remain, below the floor.
-    bytes.truncate(bytes.len() / 2);
+    // Keep the first half of the records: versions up to about 4 remain,
+    // below the floor.
+    bytes.truncate(HEADER_LEN + (bytes.len() - HEADER_LEN) / 2);
     disk.set_contents(&path, bytes).expect("cut");
     match Engine::open(Arc::new(disk.clone()), dir, test_options()) {
         Err(EngineError::Corruption { detail, .. }) => {
@@ -141,4 +140,84 @@ fn a_log_cut_below_the_retention_floor_is_refused_at_open() {
         ),
         Err(e) => panic!("untyped error: {e}"),
     }
+}
+
+fn wal_file(disk: &SimDisk, dir: &Path) -> String {
+    disk.list(dir)
+        .expect("list")
+        .into_iter()
+        .find(|n| n.ends_with(".wal"))
+        .expect("a WAL file")
+}
+
+/// Eight versions, each synced on its own.
+fn eight_durable_versions(disk: &SimDisk, dir: &Path) -> Engine {
+    let engine = Engine::open(Arc::new(disk.clone()), dir, test_options()).expect("open");
+    for v in 1..=8u64 {
+        let mut batch = verity_engine::WriteBatch::new();
+        batch
+            .put(ns(2), &key(2), &v.to_le_bytes())
+            .expect("a small write");
+        engine.commit_durable(v, batch).expect("commit");
+    }
+    engine
+}
+
+fn expect_wal_corruption(disk: &SimDisk, dir: &Path, what: &str) {
+    match Engine::open(Arc::new(disk.clone()), dir, test_options()) {
+        Err(EngineError::Corruption { .. }) => {}
+        Ok(engine) => panic!(
+            "{what}: opened, recovered to {:?}: acknowledged versions silently lost",
+            engine.latest()
+        ),
+        Err(e) => panic!("{what}: untyped error: {e}"),
+    }
+}
+
+#[test]
+fn damage_to_synced_log_records_is_reported_not_cut_as_a_torn_tail() {
+    let disk = SimDisk::new();
+    let dir = Path::new("/db");
+    let engine = eight_durable_versions(&disk, dir);
+    // No clean close: the synced mark is the start of the last group.
+    disk.crash(CrashMode::DropUnsynced, 0);
+    drop(engine);
+    let path = dir.join(wal_file(&disk, dir));
+    let good = disk.contents(&path).expect("the WAL");
+    let mut bytes = good.clone();
+    bytes[HEADER_LEN + 10] ^= 0x10;
+    disk.set_contents(&path, bytes).expect("flip");
+    expect_wal_corruption(&disk, dir, "a bit flipped in the first record");
+    // A torn last group is still a crash to recover from.
+    let mut bytes = good.clone();
+    bytes.truncate(good.len() - 3);
+    disk.set_contents(&path, bytes).expect("cut");
+    let engine = Engine::open(Arc::new(disk.clone()), dir, test_options()).expect("reopen");
+    assert_eq!(engine.latest(), Some(7), "the torn last version is cut");
+}
+
+#[test]
+fn a_clean_close_seals_the_log_so_any_damage_is_reported() {
+    let disk = SimDisk::new();
+    let dir = Path::new("/db");
+    eight_durable_versions(&disk, dir).close().expect("close");
+    let path = dir.join(wal_file(&disk, dir));
+    let good = disk.contents(&path).expect("the WAL");
+    let mut bytes = good.clone();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x01;
+    disk.set_contents(&path, bytes).expect("flip");
+    expect_wal_corruption(&disk, dir, "a bit flipped in the last record");
+    disk.set_contents(&path, good[..good.len() - 3].to_vec())
+        .expect("cut");
+    expect_wal_corruption(&disk, dir, "the last record cut short");
+    // Undamaged, it opens with every version, and appends after them.
+    disk.set_contents(&path, good).expect("restore");
+    let engine = Engine::open(Arc::new(disk.clone()), dir, test_options()).expect("reopen");
+    assert_eq!(engine.latest(), Some(8));
+    let mut batch = verity_engine::WriteBatch::new();
+    batch.put(ns(2), &key(2), b"nine").expect("a small write");
+    engine
+        .commit_durable(9, batch)
+        .expect("commit after reopen");
 }

@@ -260,20 +260,36 @@ fn damage_anywhere_gives_a_prefix_or_a_typed_error() {
     run_until(&disk, dir, &groups, groups.len(), true);
     let path = dir.join("wal");
     let good = disk.contents(&path).expect("wal exists");
+    // Everything before the synced mark was synced by an earlier group:
+    // damage there is reported, never cut away.
+    let mark = verity_engine::wal::inspect(&disk, &path)
+        .expect("inspect")
+        .synced;
+    assert!(
+        mark > HEADER_LEN as u64,
+        "a log of several groups has a mark"
+    );
     let (mut prefixes, mut errors) = (0, 0);
     let mut check = |bytes: Vec<u8>, what: String| {
         disk.set_contents(&path, bytes).expect("set");
         match Wal::open(&disk, &path) {
             Ok((_, recovery)) => {
-                // Damage can only shorten the log: whatever is read is
-                // exactly what was written.
+                // Damage past the mark can only shorten the log: whatever
+                // is read is exactly what was written.
                 check_prefix(&recovery.records, &all, 0, &what);
+                if let Some(cut) = &recovery.cut {
+                    assert!(
+                        cut.offset >= mark || cut.offset == 0,
+                        "{what}: cut at {} below the synced mark {mark}",
+                        cut.offset
+                    );
+                }
                 prefixes += 1;
             }
             Err(EngineError::Corruption { offset, .. }) => {
                 assert!(
-                    offset < HEADER_LEN as u64,
-                    "{what}: corruption past the header"
+                    offset < mark,
+                    "{what}: corruption reported at {offset}, past the synced mark {mark}"
                 );
                 errors += 1;
             }
