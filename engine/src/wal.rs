@@ -2,7 +2,7 @@
 //! appended in groups with one sync per group.
 //!
 //! File layout (see `docs/format.md`): a 4096-byte header (`VRTYWAL\0`, the
-//! format byte, seven zero bytes, the synced mark and its checksum, zeros),
+//! format byte, two slots of the synced mark with checksums, zeros),
 //! then records, each a codec frame (`len u32 | crc32c u32 | payload`) whose
 //! payload is `version u64 LE` followed by the record's body.
 //!
@@ -12,9 +12,10 @@
 //! A crash can only damage the unsynced tail, so everything synced is read
 //! back exactly.
 //!
-//! The synced mark tells a torn tail from damage: every group rewrites the
-//! header with the offset up to which earlier syncs made the file durable
-//! (the start of the group), in the same sync, and [`Wal::seal`] marks the
+//! The synced mark tells a torn tail from damage: every group writes the
+//! offset up to which earlier syncs made the file durable (the start of
+//! the group) to one of two header slots in turn, in the same sync (a torn
+//! slot leaves the other), and [`Wal::seal`] marks the
 //! whole file at a clean close. A bad record or a file shorter than the
 //! mark is damage to synced bytes: a corruption error, never a silent cut.
 
@@ -76,21 +77,41 @@ pub struct Wal {
     end: u64,
     /// Records appended since the last sync.
     buffer: Vec<u8>,
+    /// The mark slot the next group writes (the other holds the newest
+    /// mark).
+    next_slot: usize,
     /// Newest version appended.
     last: Option<u64>,
     poisoned: bool,
 }
 
-/// The header with synced mark `synced`: magic, format, seven zero
-/// bytes, `synced u64 LE`, crc32c of the 24 bytes before it, zeros to
-/// the end of the page.
+/// Where the two synced-mark slots sit in the header: in different
+/// sectors, written in turn, so a write torn anywhere leaves the other.
+const SLOTS: [usize; 2] = [16, 512];
+/// Bytes of a slot: `synced u64 LE | crc32c(slot index u8, synced) u32 LE
+/// | 4 zero bytes`.
+const SLOT_LEN: usize = 16;
+
+/// Slot `index` holding mark `synced`.
+fn slot(index: usize, synced: u64) -> [u8; SLOT_LEN] {
+    let mut b = [0u8; SLOT_LEN];
+    b[..8].copy_from_slice(&synced.to_le_bytes());
+    let mut covered = [0u8; 9];
+    covered[0] = index as u8;
+    covered[1..].copy_from_slice(&synced.to_le_bytes());
+    b[8..12].copy_from_slice(&frame::checksum(&covered).to_le_bytes());
+    b
+}
+
+/// A new file's header: magic, format, seven zero bytes, both slots
+/// holding `synced`, zeros to the end of the page.
 fn header(synced: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(&MAGIC);
     h[8] = FORMAT;
-    h[16..24].copy_from_slice(&synced.to_le_bytes());
-    let crc = frame::checksum(&h[..24]);
-    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    for (i, &at) in SLOTS.iter().enumerate() {
+        h[at..at + SLOT_LEN].copy_from_slice(&slot(i, synced));
+    }
     h
 }
 
@@ -114,6 +135,7 @@ impl Wal {
             path: path.to_path_buf(),
             end: HEADER_LEN as u64,
             buffer: Vec::new(),
+            next_slot: 0,
             last: None,
             poisoned: false,
         })
@@ -123,7 +145,7 @@ impl Wal {
     /// damaged tail.
     pub fn open(io: &dyn IoBackend, path: &Path) -> Result<(Wal, Recovery)> {
         let err = |op| move |e| EngineError::io(op, path, e);
-        let (file, recovery, len) = read_log(io, path)?;
+        let (file, recovery, len, next_slot) = read_log(io, path)?;
         let end = match &recovery.cut {
             Some(cut) if cut.offset < HEADER_LEN as u64 => {
                 // The file's creation did not finish: write its header anew.
@@ -146,6 +168,7 @@ impl Wal {
             path: path.to_path_buf(),
             end,
             buffer: Vec::new(),
+            next_slot,
             last: recovery.records.last().map(|r| r.version),
             poisoned: false,
         };
@@ -215,9 +238,7 @@ impl Wal {
             // Everything before this group is durable; the mark rides on
             // this group's sync. A crash may keep the old mark or the new
             // one: both are at or below what is durable.
-            self.file
-                .write_at(&header(self.end), 0)
-                .map_err(|e| EngineError::io("write", &self.path, e))?;
+            self.write_mark()?;
             self.end += self.buffer.len() as u64;
             self.buffer.clear();
         }
@@ -226,15 +247,25 @@ impl Wal {
             .map_err(|e| EngineError::io("sync", &self.path, e))
     }
 
+    /// Writes `end` (everything before it synced) to the next mark slot.
+    fn write_mark(&mut self) -> Result<()> {
+        let i = self.next_slot;
+        self.file
+            .write_at(&slot(i, self.end), SLOTS[i] as u64)
+            .map_err(|e| EngineError::io("write", &self.path, e))?;
+        self.next_slot = 1 - i;
+        Ok(())
+    }
+
     /// Syncs the current group, then marks the whole file synced (a clean
     /// close): afterwards damage anywhere in it is reported, not cut.
     pub fn seal(&mut self) -> Result<()> {
         self.sync()?;
-        let result = self
-            .file
-            .write_at(&header(self.end), 0)
-            .and_then(|()| self.file.sync())
-            .map_err(|e| EngineError::io("sync", &self.path, e));
+        let result = self.write_mark().and_then(|()| {
+            self.file
+                .sync()
+                .map_err(|e| EngineError::io("sync", &self.path, e))
+        });
         if result.is_err() {
             self.poisoned = true;
         }
@@ -245,10 +276,11 @@ impl Wal {
 /// Reads the log at `path` without changing it: its whole records, and
 /// where a torn or damaged tail starts.
 pub fn inspect(io: &dyn IoBackend, path: &Path) -> Result<Recovery> {
-    read_log(io, path).map(|(_, recovery, _)| recovery)
+    read_log(io, path).map(|(_, recovery, _, _)| recovery)
 }
 
-fn read_log(io: &dyn IoBackend, path: &Path) -> Result<(Arc<dyn IoFile>, Recovery, usize)> {
+/// The file, what it holds, its length and the mark slot to write next.
+fn read_log(io: &dyn IoBackend, path: &Path) -> Result<(Arc<dyn IoFile>, Recovery, usize, usize)> {
     let err = |op| move |e| EngineError::io(op, path, e);
     let file = io.open(path, false).map_err(err("open"))?;
     let len = file.size().map_err(err("stat"))?;
@@ -256,24 +288,13 @@ fn read_log(io: &dyn IoBackend, path: &Path) -> Result<(Arc<dyn IoFile>, Recover
         .map_err(|_| EngineError::corruption(path, 0, "WAL larger than memory"))?;
     let mut bytes = vec![0u8; len];
     file.read_at(&mut bytes, 0).map_err(err("read"))?;
-    let recovery = parse(path, &bytes)?;
-    Ok((file, recovery, len))
+    let (recovery, next_slot) = parse(path, &bytes)?;
+    Ok((file, recovery, len, next_slot))
 }
 
-/// Reads the records of a log file's bytes.
-fn parse(path: &Path, bytes: &[u8]) -> Result<Recovery> {
-    if bytes.len() < HEADER_LEN && header(HEADER_LEN as u64).starts_with(bytes) {
-        // A crash while the file was created: no record was ever in it.
-        return Ok(Recovery {
-            records: Vec::new(),
-            synced: 0,
-            cut: Some(Cut {
-                offset: 0,
-                dropped: bytes.len() as u64,
-                reason: "the file's creation did not finish (partial header)".to_owned(),
-            }),
-        });
-    }
+/// Checks a log file's header; returns its synced mark (the newer of
+/// the two slots that pass their checksums) and the slot to write next.
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(u64, usize)> {
     if bytes.len() < HEADER_LEN || bytes[..8] != MAGIC {
         return Err(EngineError::corruption(
             path,
@@ -288,39 +309,68 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Recovery> {
             format!("unsupported WAL format {}", bytes[8]),
         ));
     }
-    if bytes[9..16]
-        .iter()
-        .chain(&bytes[28..HEADER_LEN])
-        .any(|&b| b != 0)
-    {
+    let in_slot = |i: usize| SLOTS.iter().any(|&at| (at + 8..at + SLOT_LEN).contains(&i));
+    let is_slot_word = |i: usize| SLOTS.iter().any(|&at| (at..at + 8).contains(&i));
+    if let Some(i) = (9..HEADER_LEN).find(|&i| !in_slot(i) && !is_slot_word(i) && bytes[i] != 0) {
         return Err(EngineError::corruption(
             path,
-            9,
+            i as u64,
             "reserved header bytes are not zero",
         ));
     }
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[16..24]);
-    let synced = u64::from_le_bytes(word);
-    let mut crc = [0u8; 4];
-    crc.copy_from_slice(&bytes[24..28]);
-    if u32::from_le_bytes(crc) != frame::checksum(&bytes[..24]) {
+    let mut best: Option<(u64, usize)> = None;
+    for (i, &at) in SLOTS.iter().enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        let synced = u64::from_le_bytes(word);
+        // A slot torn by a crash fails its checksum; the other one then
+        // holds the mark of the group before.
+        if bytes[at..at + SLOT_LEN] == slot(i, synced) && best.is_none_or(|b| synced > b.0) {
+            best = Some((synced, i));
+        }
+    }
+    let Some((synced, newest)) = best else {
         return Err(EngineError::corruption(
             path,
-            16,
-            "the WAL header's synced mark fails its checksum",
+            SLOTS[0] as u64,
+            "both of the WAL header's synced marks fail their checksums",
         ));
-    }
+    };
     if synced < HEADER_LEN as u64 || synced > bytes.len() as u64 {
         return Err(EngineError::corruption(
             path,
-            16,
+            SLOTS[newest] as u64,
             format!(
                 "the WAL was synced to byte {synced} but the file holds {} bytes",
                 bytes.len()
             ),
         ));
     }
+    Ok((synced, 1 - newest))
+}
+
+/// Reads the records of a log file's bytes.
+fn parse(path: &Path, bytes: &[u8]) -> Result<(Recovery, usize)> {
+    let (synced, next_slot) = match check_header(path, bytes) {
+        Ok(found) => found,
+        // No record follows the header: a crash while the file was created
+        // (its header write torn or lost: records are appended only after
+        // the header was synced), and nothing in it was ever acknowledged.
+        Err(_) if bytes.len() <= HEADER_LEN => {
+            let recovery = Recovery {
+                records: Vec::new(),
+                synced: 0,
+                cut: Some(Cut {
+                    offset: 0,
+                    dropped: bytes.len() as u64,
+                    reason: "the file's creation did not finish (torn header, no record)"
+                        .to_owned(),
+                }),
+            };
+            return Ok((recovery, 0));
+        }
+        Err(e) => return Err(e),
+    };
     let mut records = Vec::new();
     let mut at = HEADER_LEN;
     let mut last: Option<u64> = None;
@@ -367,9 +417,12 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Recovery> {
         });
         break;
     }
-    Ok(Recovery {
-        records,
-        synced,
-        cut,
-    })
+    Ok((
+        Recovery {
+            records,
+            synced,
+            cut,
+        },
+        next_slot,
+    ))
 }
