@@ -1,26 +1,10 @@
 //! `verity torture` in brief: each mode runs a few rounds to the end with
-//! no failure and prints its seed; bad arguments are refused. The long runs are in `RELIABILITY.md`.
+//! no failure and prints its seed; bad arguments are refused. The long
+//! runs are in `RELIABILITY.md`.
 
 mod common;
 
-use std::process::{Command, Output};
-
-use common::{scale, seed};
-
-fn verity(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_verity"))
-        .args(args)
-        .output()
-        .expect("run verity")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{scale, seed, text, verity};
 
 fn run_ok(args: &[&str]) -> String {
     let out = verity(args);

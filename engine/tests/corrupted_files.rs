@@ -109,14 +109,7 @@ fn damage_to_any_file_is_detected_never_returned() {
 fn a_log_cut_below_the_retention_floor_is_refused_at_open() {
     let disk = SimDisk::new();
     let dir = Path::new("/db");
-    let engine = Engine::open(Arc::new(disk.clone()), dir, test_options()).expect("open");
-    for v in 1..=8u64 {
-        let mut batch = verity_engine::WriteBatch::new();
-        batch
-            .put(ns(2), &key(2), &v.to_le_bytes())
-            .expect("a small write");
-        engine.commit(v, batch).expect("commit");
-    }
+    let engine = eight_versions(&disk, dir, false);
     // Prune syncs the log first: versions 1 to 8 are in it, durable, in
     // one group (so the synced mark still sits before them). The process
     // then dies without a clean close.
@@ -150,15 +143,20 @@ fn wal_file(disk: &SimDisk, dir: &Path) -> String {
         .expect("a WAL file")
 }
 
-/// Eight versions, each synced on its own.
-fn eight_durable_versions(disk: &SimDisk, dir: &Path) -> Engine {
+/// Eight versions of one key, each synced on its own if `durable`, else
+/// left in the log's buffer.
+fn eight_versions(disk: &SimDisk, dir: &Path, durable: bool) -> Engine {
     let engine = Engine::open(Arc::new(disk.clone()), dir, test_options()).expect("open");
     for v in 1..=8u64 {
         let mut batch = verity_engine::WriteBatch::new();
         batch
             .put(ns(2), &key(2), &v.to_le_bytes())
             .expect("a small write");
-        engine.commit_durable(v, batch).expect("commit");
+        if durable {
+            engine.commit_durable(v, batch).expect("commit");
+        } else {
+            engine.commit(v, batch).expect("commit");
+        }
     }
     engine
 }
@@ -178,7 +176,7 @@ fn expect_wal_corruption(disk: &SimDisk, dir: &Path, what: &str) {
 fn damage_to_synced_log_records_is_reported_not_cut_as_a_torn_tail() {
     let disk = SimDisk::new();
     let dir = Path::new("/db");
-    let engine = eight_durable_versions(&disk, dir);
+    let engine = eight_versions(&disk, dir, true);
     // No clean close: the synced mark is the start of the last group.
     disk.crash(CrashMode::DropUnsynced, 0);
     drop(engine);
@@ -200,7 +198,7 @@ fn damage_to_synced_log_records_is_reported_not_cut_as_a_torn_tail() {
 fn a_clean_close_seals_the_log_so_any_damage_is_reported() {
     let disk = SimDisk::new();
     let dir = Path::new("/db");
-    eight_durable_versions(&disk, dir).close().expect("close");
+    eight_versions(&disk, dir, true).close().expect("close");
     let path = dir.join(wal_file(&disk, dir));
     let good = disk.contents(&path).expect("the WAL");
     let mut bytes = good.clone();
