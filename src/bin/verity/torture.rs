@@ -28,7 +28,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,7 +164,7 @@ pub(crate) fn torture(args: TortureArgs) -> Result<()> {
 // The workload and its model
 
 /// One write of a version: key index and value (`None`: a deletion).
-type Write1 = (u64, Option<Vec<u8>>);
+type KeyWrite = (u64, Option<Vec<u8>>);
 
 /// The seeded writes: version `v` is a pure function of `(seed, v)`.
 #[derive(Clone, Copy)]
@@ -182,7 +182,7 @@ impl Workload {
         ChaCha8Rng::seed_from_u64(self.seed ^ v.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
-    fn writes(&self, v: u64) -> Vec<Write1> {
+    fn writes(&self, v: u64) -> Vec<KeyWrite> {
         let mut rng = self.rng(v);
         let n = rng.gen_range(1..=32);
         (0..n)
@@ -623,17 +623,14 @@ fn child_run(args: &ChildArgs) -> Result<()> {
     let model = Arc::new(RwLock::new(model));
     let roots: Arc<RwLock<BTreeMap<u64, Hash>>> = Arc::default();
     let durable = Arc::new(AtomicU64::new(start));
-    let failed = Arc::new(AtomicBool::new(false));
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ start ^ u64::from(std::process::id()));
     for t in 0..2u64 {
         let (db, model, roots, durable) =
             (db.clone(), model.clone(), roots.clone(), durable.clone());
-        let failed = failed.clone();
         let mut rng = ChaCha8Rng::seed_from_u64(rng.gen::<u64>() ^ t);
         std::thread::spawn(move || {
             if let Err(e) = reader(&db, &model, &roots, &durable, &mut rng) {
                 eprintln!("torture child: reader FAILED: {e:#}");
-                failed.store(true, Ordering::SeqCst);
                 std::process::exit(3);
             }
         });
