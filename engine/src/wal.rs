@@ -349,14 +349,23 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(u64, usize)> {
     Ok((synced, 1 - newest))
 }
 
+/// Whether `bytes` can be what a crash left of a new file's header: each
+/// byte the new header's or zero (a sector never written).
+fn torn_new_header(bytes: &[u8]) -> bool {
+    let fresh = header(HEADER_LEN as u64);
+    bytes.iter().zip(&fresh).all(|(&b, &f)| b == f || b == 0)
+}
+
 /// Reads the records of a log file's bytes.
 fn parse(path: &Path, bytes: &[u8]) -> Result<(Recovery, usize)> {
     let (synced, next_slot) = match check_header(path, bytes) {
         Ok(found) => found,
-        // No record follows the header: a crash while the file was created
-        // (its header write torn or lost: records are appended only after
-        // the header was synced), and nothing in it was ever acknowledged.
-        Err(_) if bytes.len() <= HEADER_LEN => {
+        // No record follows the header, and what is there is a new file's
+        // header with sectors lost: a crash while the file was created
+        // (records are appended only after the header was synced), so
+        // nothing in it was ever acknowledged. A header with a mark past
+        // it (a log cut short) is damage.
+        Err(_) if bytes.len() <= HEADER_LEN && torn_new_header(bytes) => {
             let recovery = Recovery {
                 records: Vec::new(),
                 synced: 0,

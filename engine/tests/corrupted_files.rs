@@ -209,6 +209,12 @@ fn a_clean_close_seals_the_log_so_any_damage_is_reported() {
     disk.set_contents(&path, good[..good.len() - 3].to_vec())
         .expect("cut");
     expect_wal_corruption(&disk, dir, "the last record cut short");
+    // Cut inside the header (found by `verity torture corrupt`): the marks
+    // say records followed, so this is not a creation that did not finish.
+    for cut in [100, 600, HEADER_LEN - 1, HEADER_LEN] {
+        disk.set_contents(&path, good[..cut].to_vec()).expect("cut");
+        expect_wal_corruption(&disk, dir, &format!("the log cut to {cut} bytes"));
+    }
     // Undamaged, it opens with every version, and appends after them.
     disk.set_contents(&path, good).expect("restore");
     let engine = Engine::open(Arc::new(disk.clone()), dir, test_options()).expect("reopen");
