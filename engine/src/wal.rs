@@ -258,10 +258,14 @@ impl Wal {
     }
 
     /// Syncs the current group, then marks the whole file synced (a clean
-    /// close): afterwards damage anywhere in it is reported, not cut.
+    /// close): afterwards damage anywhere in it is reported, not cut. Both
+    /// slots take the mark, one sync each (a crash tears at most one), so
+    /// that the header of a log with records never again reads as a new
+    /// file's, even cut short.
     pub fn seal(&mut self) -> Result<()> {
         self.sync()?;
-        let result = self.write_mark().and_then(|()| {
+        let result = (0..2).try_for_each(|_| {
+            self.write_mark()?;
             self.file
                 .sync()
                 .map_err(|e| EngineError::io("sync", &self.path, e))

@@ -211,7 +211,7 @@ fn a_clean_close_seals_the_log_so_any_damage_is_reported() {
     expect_wal_corruption(&disk, dir, "the last record cut short");
     // Cut inside the header (found by `verity torture corrupt`): the marks
     // say records followed, so this is not a creation that did not finish.
-    for cut in [100, 600, HEADER_LEN - 1, HEADER_LEN] {
+    for cut in [20, 100, 600, HEADER_LEN - 1, HEADER_LEN] {
         disk.set_contents(&path, good[..cut].to_vec()).expect("cut");
         expect_wal_corruption(&disk, dir, &format!("the log cut to {cut} bytes"));
     }
@@ -224,4 +224,24 @@ fn a_clean_close_seals_the_log_so_any_damage_is_reported() {
     engine
         .commit_durable(9, batch)
         .expect("commit after reopen");
+}
+
+#[test]
+fn a_sealed_log_of_one_group_cut_inside_its_header_is_reported() {
+    // One group marks slot 0 with the header's own length, as a new file
+    // has it; the seal must still tell the two apart (found by `verity
+    // torture corrupt`).
+    let disk = SimDisk::new();
+    let dir = Path::new("/db");
+    let engine = Engine::open(Arc::new(disk.clone()), dir, test_options()).expect("open");
+    let mut batch = verity_engine::WriteBatch::new();
+    batch.put(ns(2), &key(2), b"one").expect("a small write");
+    engine.commit_durable(1, batch).expect("commit");
+    engine.close().expect("close");
+    let path = dir.join(wal_file(&disk, dir));
+    let good = disk.contents(&path).expect("the WAL");
+    for cut in [20, 100, 511, 600] {
+        disk.set_contents(&path, good[..cut].to_vec()).expect("cut");
+        expect_wal_corruption(&disk, dir, &format!("the log cut to {cut} bytes"));
+    }
 }

@@ -956,6 +956,10 @@ struct Outcomes {
     /// Every read gave the right data (the damage hit bytes nothing reads,
     /// or a redundant copy).
     intact: u64,
+    /// A WAL cut before the end of its first mark slot: the same bytes as
+    /// a crash while the log was created, which recovery must accept, so
+    /// the versions in it are lost (see `RELIABILITY.md`).
+    crash_like: u64,
     /// Wrong data, a panic, or an untyped error: failures.
     failures: Vec<String>,
 }
@@ -1019,7 +1023,7 @@ fn corrupt(args: CorruptArgs) -> Result<()> {
         let copy = base.join(format!("trial-{trials}"));
         copy_dir(&clean, &copy)?;
         let target = copy.join(victim.file_name().expect("a file name"));
-        let damage = damage_file(&target, &mut rng)?;
+        let (damage, cut_to) = damage_file(&target, &mut rng)?;
         let out = by_kind.entry(kind.clone()).or_default();
         let expect = Expect {
             acked: latest,
@@ -1047,6 +1051,9 @@ fn corrupt(args: CorruptArgs) -> Result<()> {
             Ok(Ok(Judged::Intact)) => out.intact += 1,
             // The store was closed cleanly: every version is synced, and
             // losing one without an error is a failure.
+            Ok(Ok(Judged::VersionsLost(_))) if kind == "wal" && cut_to.is_some_and(|c| c < 24) => {
+                out.crash_like += 1
+            }
             Ok(Ok(Judged::VersionsLost(latest))) => out.failures.push(format!(
                 "{damage} in {}: opened at version {latest}, versions lost without an error",
                 victim.display()
@@ -1062,16 +1069,17 @@ fn corrupt(args: CorruptArgs) -> Result<()> {
         trials += 1;
     }
     println!(
-        "{:<10} {:>8} {:>8} {:>8} {:>8}",
-        "file", "check", "read", "intact", "FAILED"
+        "{:<10} {:>8} {:>8} {:>8} {:>10} {:>8}",
+        "file", "check", "read", "intact", "crash-like", "FAILED"
     );
     let mut failures = Vec::new();
     for (kind, o) in &by_kind {
         println!(
-            "{kind:<10} {:>8} {:>8} {:>8} {:>8}",
+            "{kind:<10} {:>8} {:>8} {:>8} {:>10} {:>8}",
             o.check_detected,
             o.read_detected,
             o.intact,
+            o.crash_like,
             o.failures.len()
         );
         failures.extend(o.failures.iter().cloned());
@@ -1110,14 +1118,16 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Flips bits, overwrites a range or cuts the file; says what it did.
-fn damage_file(path: &Path, rng: &mut ChaCha8Rng) -> Result<String> {
+/// Flips bits, overwrites a range or cuts the file; says what it did, and
+/// the length it cut the file to.
+fn damage_file(path: &Path, rng: &mut ChaCha8Rng) -> Result<(String, Option<usize>)> {
     let mut bytes = fs::read(path)?;
     if bytes.is_empty() {
         bytes.push(rng.gen());
         fs::write(path, &bytes)?;
-        return Ok("a byte appended to an empty file".into());
+        return Ok(("a byte appended to an empty file".into(), None));
     }
+    let mut cut = None;
     let what = match rng.gen_range(0..10) {
         0..=5 => {
             let n = rng.gen_range(1..=4);
@@ -1138,11 +1148,12 @@ fn damage_file(path: &Path, rng: &mut ChaCha8Rng) -> Result<String> {
         _ => {
             let keep = rng.gen_range(0..bytes.len());
             bytes.truncate(keep);
+            cut = Some(keep);
             format!("cut to {keep} bytes")
         }
     };
     fs::write(path, &bytes)?;
-    Ok(what)
+    Ok((what, cut))
 }
 
 #[derive(Debug)]
