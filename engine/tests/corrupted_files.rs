@@ -70,12 +70,11 @@ fn damage_to_any_file_is_detected_never_returned() {
         for t in 0..trials {
             let mut bytes = good.clone();
             let cut = t % 3 == 0;
+            let at = rng.gen_range(0..bytes.len());
             let what = if cut {
-                let at = rng.gen_range(0..bytes.len());
                 bytes.truncate(at);
                 format!("{name} cut at {at}")
             } else {
-                let at = rng.gen_range(0..bytes.len());
                 let bit = rng.gen_range(0..8);
                 bytes[at] ^= 1 << bit;
                 format!("{name} bit {bit} flipped at {at}")
@@ -84,8 +83,13 @@ fn damage_to_any_file_is_detected_never_returned() {
             let report = check_dir(&disk, dir).unwrap_or_else(|e| panic!("{what}: check: {e}"));
             if report.is_ok() {
                 // Only a WAL cut at a record boundary looks like a shorter
-                // log; everything else is covered by a checksum.
-                assert!(cut && name.ends_with(".wal"), "{what}: check found nothing");
+                // log, and a flip in one of the WAL header's two mark
+                // slots leaves the other (a crash may tear one, so a bad
+                // slot alone is no damage); everything else is covered by
+                // a checksum. The reads below must still be right.
+                let wal = name.ends_with(".wal");
+                let in_a_slot = [16..32, 512..528].iter().any(|r| r.contains(&at));
+                assert!(wal && (cut || in_a_slot), "{what}: check found nothing");
             } else {
                 detected += 1;
             }
