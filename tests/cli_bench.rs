@@ -2,14 +2,9 @@
 //! size, its roots agree across backends, it writes valid JSON and SVG,
 //! and it refuses bad arguments with one line and exit code 2.
 
-use std::process::Command;
+mod common;
 
-fn verity(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_verity"))
-        .args(args)
-        .output()
-        .expect("run verity")
-}
+use common::verity;
 
 fn backends() -> &'static str {
     if cfg!(feature = "rocksdb") {

@@ -1,25 +1,12 @@
 //! `verity inspect`, `verity check` and `verity get` on a real store;
 //! `check` finds a flipped bit in every file kind and names the file.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
+use common::{text, verity};
 use verity::{Db, Options, WriteBatch};
-
-fn verity(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_verity"))
-        .args(args)
-        .output()
-        .expect("run verity")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A store with segment files and versions still in the WAL.
 fn build(dir: &Path) {

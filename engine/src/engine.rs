@@ -845,7 +845,12 @@ impl Engine {
         let result = if s.poisoned.load(Ordering::Acquire) || s.closed.load(Ordering::Acquire) {
             Ok(())
         } else {
-            self.sync().map(|_| ())
+            self.sync().and_then(|_| {
+                // A clean close marks the whole WAL synced, so any later
+                // damage to it is reported rather than cut as a torn tail.
+                let mut writer = s.writer.lock();
+                s.poison_on_err(writer.wal.seal())
+            })
         };
         s.closed.store(true, Ordering::Release);
         self.stop();

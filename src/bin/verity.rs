@@ -2,7 +2,8 @@
 //!
 //! `verity bench` runs the benchmark (`bench`, with the store interface in
 //! `backend`, the RocksDB-layered baseline in `rocks` and the results in
-//! `report`); `inspect`, `check` and `get` look into a store (`tools`).
+//! `report`); `inspect`, `check` and `get` look into a store (`tools`); `torture`
+//! crashes, faults and damages one and checks every recovery (`torture`).
 
 #[path = "verity/backend.rs"]
 mod backend;
@@ -15,6 +16,8 @@ mod report;
 mod rocks;
 #[path = "verity/tools.rs"]
 mod tools;
+#[path = "verity/torture.rs"]
+mod torture;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -47,6 +50,9 @@ enum Command {
     Check(tools::CheckArgs),
     /// Read a key (and prove it).
     Get(tools::GetArgs),
+    /// Crash, fault and corruption torture: SIGKILLs, power cuts on a
+    /// simulated disk, damaged files; every recovery checked.
+    Torture(torture::TortureArgs),
 }
 
 fn main() -> Result<std::process::ExitCode> {
@@ -62,5 +68,6 @@ fn main() -> Result<std::process::ExitCode> {
         Command::Inspect(args) => tools::inspect(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Check(args) => tools::check(args),
         Command::Get(args) => tools::get(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Torture(args) => torture::torture(args).map(|()| std::process::ExitCode::SUCCESS),
     }
 }

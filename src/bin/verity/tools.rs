@@ -1,6 +1,7 @@
 //! `verity inspect`, `verity check` and `verity get`: looking into a store
 //! directory.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,11 +55,13 @@ fn open(dir: &Path) -> Result<Db> {
     Db::open(dir, Options::laptop()).with_context(|| format!("opening {}", dir.display()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hexadecimal.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Result<Vec<u8>> {
+/// Bytes from hexadecimal.
+pub(crate) fn unhex(s: &str) -> Result<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         bail!("hexadecimal key of odd length");
     }
@@ -142,71 +145,86 @@ pub(crate) fn check(args: CheckArgs) -> Result<std::process::ExitCode> {
     if !args.dir.is_dir() {
         bail!("{} is not a directory", args.dir.display());
     }
-    let report = check_dir(&StdIo, &args.dir)?;
-    println!(
+    let damaged = check_store(&args.dir, args.versions, &mut std::io::stdout().lock())?;
+    Ok(if damaged {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// What `verity check` does, reporting to `out`: every checksum, then the
+/// roots of up to `versions` retained versions recomputed from their
+/// leaves. `Ok(true)` when it found damage; an error when the store does
+/// not open or read.
+pub(crate) fn check_store(dir: &Path, versions: usize, out: &mut dyn Write) -> Result<bool> {
+    let report = check_dir(&StdIo, dir)?;
+    writeln!(
+        out,
         "files: {} read, {} segment entries, {} WAL records",
         report.files, report.entries, report.wal_records
-    );
+    )?;
     for name in &report.unnamed {
-        println!(
+        writeln!(
+            out,
             "note: {name} is named by no manifest (left by an unfinished flush or compaction)"
-        );
+        )?;
     }
     if !report.is_ok() {
         for p in &report.problems {
-            println!("DAMAGED: {p}");
+            writeln!(out, "DAMAGED: {p}")?;
         }
-        println!("check failed: {} problems", report.problems.len());
-        return Ok(std::process::ExitCode::FAILURE);
+        writeln!(out, "check failed: {} problems", report.problems.len())?;
+        return Ok(true);
     }
     let io = Arc::new(StdIo);
-    let db = Db::open_with_io(io, &args.dir, Options::laptop())?;
+    let db = Db::open_with_io(io, dir, Options::laptop())?;
     let s = db.stats();
     let (oldest, latest) = (s.oldest_retained.max(1), s.latest_staged);
-    let mut versions = Vec::new();
-    if latest >= oldest && args.versions > 0 {
-        versions.push(latest);
-        versions.push(oldest);
-        let n = args.versions.saturating_sub(2) as u64;
+    let mut chosen = Vec::new();
+    if latest >= oldest && versions > 0 {
+        chosen.push(latest);
+        chosen.push(oldest);
+        let n = versions.saturating_sub(2) as u64;
         for i in 1..=n {
-            versions.push(oldest + (latest - oldest) * i / (n + 1));
+            chosen.push(oldest + (latest - oldest) * i / (n + 1));
         }
-        versions.sort_unstable();
-        versions.dedup();
-        versions.truncate(args.versions);
+        chosen.sort_unstable();
+        chosen.dedup();
+        chosen.truncate(versions);
     }
     let mut bad = 0;
-    for v in versions {
+    for v in chosen {
         let snap = db.snapshot(v)?;
         let stored = snap.root()?;
         match recompute(&snap) {
-            Ok((root, n)) if root == stored => {
-                println!(
-                    "version {v}: root {} recomputed from {n} leaves",
-                    hex(&root)
-                )
-            }
+            Ok((root, n)) if root == stored => writeln!(
+                out,
+                "version {v}: root {} recomputed from {n} leaves",
+                hex(&root)
+            )?,
             Ok((root, _)) => {
                 bad += 1;
-                println!(
+                writeln!(
+                    out,
                     "DAMAGED: version {v}: stored root {} but the leaves give {}",
                     hex(&stored),
                     hex(&root)
-                );
+                )?;
             }
             Err(e) => {
                 bad += 1;
-                println!("DAMAGED: version {v}: {e:#}");
+                writeln!(out, "DAMAGED: version {v}: {e:#}")?;
             }
         }
     }
     db.close()?;
     if bad > 0 {
-        println!("check failed: {bad} versions do not recompute");
-        return Ok(std::process::ExitCode::FAILURE);
+        writeln!(out, "check failed: {bad} versions do not recompute")?;
+        return Ok(true);
     }
-    println!("check passed");
-    Ok(std::process::ExitCode::SUCCESS)
+    writeln!(out, "check passed")?;
+    Ok(false)
 }
 
 pub(crate) fn get(args: GetArgs) -> Result<()> {
