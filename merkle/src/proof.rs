@@ -206,10 +206,13 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
     ) -> Result<(), MerkleError> {
         match node {
             Node::Empty => self.nodes.push(ProofNode::Empty),
-            Node::Leaf(l) => self.nodes.push(ProofNode::Leaf {
-                key_hash: l.key_hash,
-                value_hash: l.value_hash,
-            }),
+            Node::Leaf { id, .. } => {
+                let l = page.leaf(*id);
+                self.nodes.push(ProofNode::Leaf {
+                    key_hash: l.key_hash,
+                    value_hash: l.value_hash,
+                })
+            }
             Node::Inner { id, .. } => self.inner((page, *id), depth, 0, 0, prefix, target)?,
             Node::Page(_) => {
                 let child = load(

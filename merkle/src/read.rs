@@ -45,7 +45,10 @@ pub fn get<S: PageSource + ?Sized>(
     loop {
         match &page.node(id).children[usize::from(nibble(key_hash, depth))] {
             Node::Empty => return Ok(None),
-            Node::Leaf(l) => return Ok((l.key_hash == *key_hash).then_some(l.value_hash)),
+            Node::Leaf { id: leaf, .. } => {
+                let l = page.leaf(*leaf);
+                return Ok((l.key_hash == *key_hash).then_some(l.value_hash));
+            }
             Node::Inner { id: child, .. } => id = *child,
             Node::Page(_) => {
                 page = load(source, &PagePath::from_key(key_hash, depth + 1), version)?;
@@ -110,7 +113,8 @@ fn collect<S: PageSource + ?Sized>(
         }
         match child {
             Node::Empty => {}
-            Node::Leaf(l) => {
+            Node::Leaf { id: leaf, .. } => {
+                let l = page.leaf(*leaf);
                 if l.key_hash >= *from {
                     out.push((l.key_hash, l.value_hash));
                 }

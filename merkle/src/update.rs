@@ -21,7 +21,7 @@ use verity_codec::varint;
 
 use crate::error::MerkleError;
 use crate::hash::{nibble, Hash, KeyHash, ValueHash};
-use crate::page::{ChainInfo, Leaf, Node, NodeId, Page, VersionedPage, PAGE_LEVELS};
+use crate::page::{ChainInfo, Leaf, LeafId, Node, NodeId, Page, VersionedPage, PAGE_LEVELS};
 use crate::path::PagePath;
 use crate::source::PageSource;
 
@@ -147,6 +147,27 @@ impl Out {
     fn absorb(&mut self, other: Out) {
         self.writes.extend(other.writes);
         self.stale.extend(other.stale);
+    }
+}
+
+/// What a written child page leaves in its parent's slot: nothing, the
+/// lone leaf it collapsed to (which moves up into the parent's page), or
+/// the page itself.
+#[derive(Debug, Clone, Copy)]
+enum Up {
+    Empty,
+    Leaf(Leaf, Hash),
+    Page(Hash),
+}
+
+impl Up {
+    /// The slot of `page` that holds what this says.
+    fn place(self, page: &mut Page) -> Node {
+        match self {
+            Up::Empty => Node::Empty,
+            Up::Leaf(leaf, hash) => page.put_hashed_leaf(&mut None, leaf, hash),
+            Up::Page(hash) => Node::Page(hash),
+        }
     }
 }
 
@@ -286,7 +307,7 @@ fn child_pages(
             Node::Page(_) => {
                 wanted.push((PagePath::from_key(&updates[sub.start].0, depth + 1), sub))
             }
-            Node::Empty | Node::Leaf(_) => {}
+            Node::Empty | Node::Leaf { .. } => {}
         }
     }
 }
@@ -301,7 +322,7 @@ fn update_page(
     path: PagePath,
     ups: &[Update],
     out: &mut Out,
-) -> Result<Node, MerkleError> {
+) -> Result<Up, MerkleError> {
     let old = ctx.pages.get(&path);
     if old.is_none() && !path.is_root() {
         return Err(MerkleError::MissingPage {
@@ -309,7 +330,12 @@ fn update_page(
             version: ctx.read_version,
         });
     }
-    let mut page = old.map(|o| Page::clone(&o.page)).unwrap_or_default();
+    // Room for what the updates can add: an insert adds one leaf and at
+    // most PAGE_LEVELS - 1 internal nodes to this page.
+    let room = ups.len().min(16);
+    let mut page = old.map_or_else(Page::default, |o| {
+        o.page.copy_with_room(room * (PAGE_LEVELS - 1), room)
+    });
     let depth = path.len();
     let mut jobs = Vec::new();
     plan_update(&page, Page::ROOT, depth, 0, ups, &mut jobs)?;
@@ -317,14 +343,18 @@ fn update_page(
     update_node(&mut page, Page::ROOT, depth, 0, ups, &mut done)?;
     if !path.is_root() {
         if let Some(node) = collapse(&mut page, Page::ROOT) {
+            let up = match node {
+                Node::Leaf { id, hash } => Up::Leaf(*page.leaf(id), hash),
+                _ => Up::Empty,
+            };
             emit(ctx, path, old, None, out);
-            return Ok(node);
+            return Ok(up);
         }
     }
     page.compact();
     let hash = page.hash();
     emit(ctx, path, old, Some(page), out);
-    Ok(Node::Page(hash))
+    Ok(Up::Page(hash))
 }
 
 /// Writes the new page at `path` holding `leaves` (sorted, at least two).
@@ -333,16 +363,24 @@ fn build_page(
     path: PagePath,
     leaves: &[(KeyHash, ValueHash)],
     out: &mut Out,
-) -> Result<Node, MerkleError> {
+) -> Result<Up, MerkleError> {
     let depth = path.len();
     let mut jobs = Vec::new();
     plan_children(depth, 0, leaves, &mut jobs)?;
     let mut done = run_jobs(ctx, jobs, leaves.len(), out)?.into_iter();
     let mut page = Page::default();
-    build_children(&mut page, Page::ROOT, depth, 0, leaves, &mut done)?;
+    build_children(
+        &mut page,
+        Page::ROOT,
+        depth,
+        0,
+        leaves,
+        &mut done,
+        &mut None,
+    )?;
     let hash = page.hash();
     emit(ctx, path, None, Some(page), out);
-    Ok(Node::Page(hash))
+    Ok(Up::Page(hash))
 }
 
 /// Writes the pages of `jobs`, in parallel when `weight` (the updates
@@ -353,7 +391,7 @@ fn run_jobs(
     jobs: Vec<Job<'_>>,
     weight: usize,
     out: &mut Out,
-) -> Result<Vec<Node>, MerkleError> {
+) -> Result<Vec<Up>, MerkleError> {
     let run = |job: &Job<'_>, out: &mut Out| match job {
         Job::Update(path, ups) => update_page(ctx, *path, ups, out),
         Job::Build(path, leaves) => build_page(ctx, *path, leaves, out),
@@ -361,7 +399,7 @@ fn run_jobs(
     if jobs.len() < 2 || weight < PARALLEL_MIN {
         return jobs.iter().map(|job| run(job, out)).collect();
     }
-    let results: Vec<Result<(Node, Out), MerkleError>> = jobs
+    let results: Vec<Result<(Up, Out), MerkleError>> = jobs
         .par_iter()
         .map(|job| {
             let mut o = Out::default();
@@ -396,7 +434,9 @@ fn plan_update<'u>(
                 plan_update(page, child, depth + 1, rel + 1, sub, jobs)?
             }
             Node::Page(_) => jobs.push(Job::Update(PagePath::from_key(&sub[0].0, depth + 1), sub)),
-            Node::Leaf(l) => plan_build(depth + 1, rel + 1, Some(&l), sub, jobs)?,
+            Node::Leaf { id: leaf, .. } => {
+                plan_build(depth + 1, rel + 1, Some(page.leaf(leaf)), sub, jobs)?
+            }
             Node::Empty => plan_build(depth + 1, rel + 1, None, sub, jobs)?,
         }
     }
@@ -460,8 +500,8 @@ fn shared_key_hash() -> MerkleError {
     MerkleError::InvalidArgument("two leaves share a whole key hash")
 }
 
-/// The node a planned child page job left for its parent slot.
-fn next_done(done: &mut impl Iterator<Item = Node>) -> Result<Node, MerkleError> {
+/// What a planned child page job left for its parent slot.
+fn next_done(done: &mut impl Iterator<Item = Up>) -> Result<Up, MerkleError> {
     // The plan and the walk visit the same slots in the same order, so a
     // result is always there; an error instead of a panic all the same.
     done.next().ok_or(MerkleError::InvalidArgument(
@@ -478,7 +518,7 @@ fn update_node(
     depth: usize,
     rel: usize,
     ups: &[Update],
-    done: &mut impl Iterator<Item = Node>,
+    done: &mut impl Iterator<Item = Up>,
 ) -> Result<(), MerkleError> {
     let mut dirty = 0u16;
     for (n, g) in nibble_groups(ups, depth).into_iter().enumerate() {
@@ -499,9 +539,20 @@ fn update_node(
                     },
                 }
             }
-            Node::Page(_) => next_done(done)?,
-            Node::Leaf(l) => build(page, depth + 1, rel + 1, &merge(Some(&l), sub), done)?,
-            Node::Empty => build(page, depth + 1, rel + 1, &merge(None, sub), done)?,
+            Node::Page(_) => next_done(done)?.place(page),
+            Node::Leaf { id: leaf, .. } => {
+                // The leaf's entry is rewritten by the first leaf built in
+                // its place, if any.
+                let existing = *page.leaf(leaf);
+                let mut spare = Some(leaf);
+                let leaves = merge(Some(&existing), sub);
+                let node = build(page, depth + 1, rel + 1, &leaves, done, &mut spare)?;
+                if spare.is_some() {
+                    page.drop_leaf();
+                }
+                node
+            }
+            Node::Empty => build(page, depth + 1, rel + 1, &merge(None, sub), done, &mut None)?,
         };
         page.node_mut(id).children[n] = new;
     }
@@ -544,22 +595,24 @@ fn merge(existing: Option<&Leaf>, ups: &[Update]) -> Vec<(KeyHash, ValueHash)> {
 
 /// Builds in `page` the canonical subtree holding `leaves` (sorted, unique)
 /// at nibble `depth`, `rel` levels below the page root, taking the new
-/// child pages from `done`.
+/// child pages from `done` and storing the first leaf in `spare`'s entry
+/// (if any).
 fn build(
     page: &mut Page,
     depth: usize,
     rel: usize,
     leaves: &[(KeyHash, ValueHash)],
-    done: &mut impl Iterator<Item = Node>,
+    done: &mut impl Iterator<Item = Up>,
+    spare: &mut Option<LeafId>,
 ) -> Result<Node, MerkleError> {
     match leaves {
         [] => Ok(Node::Empty),
-        [(k, v)] => Ok(Node::Leaf(Leaf::new(*k, *v))),
+        [(k, v)] => Ok(page.put_leaf(spare, *k, *v)),
         _ if depth >= 64 => Err(shared_key_hash()),
-        _ if rel == PAGE_LEVELS => next_done(done),
+        _ if rel == PAGE_LEVELS => Ok(next_done(done)?.place(page)),
         _ => {
             let id = page.push_node();
-            build_children(page, id, depth, rel, leaves, done)?;
+            build_children(page, id, depth, rel, leaves, done, spare)?;
             Ok(Node::Inner {
                 id,
                 hash: page.node(id).hash(),
@@ -574,13 +627,14 @@ fn build_children(
     depth: usize,
     rel: usize,
     leaves: &[(KeyHash, ValueHash)],
-    done: &mut impl Iterator<Item = Node>,
+    done: &mut impl Iterator<Item = Up>,
+    spare: &mut Option<LeafId>,
 ) -> Result<(), MerkleError> {
     let mut dirty = 0u16;
     for (n, g) in nibble_groups(leaves, depth).into_iter().enumerate() {
         let Some(g) = g else { continue };
         dirty |= 1 << n;
-        let child = build(page, depth + 1, rel + 1, &leaves[g], done)?;
+        let child = build(page, depth + 1, rel + 1, &leaves[g], done, spare)?;
         page.node_mut(id).children[n] = child;
     }
     page.node_mut(id).rehash(dirty);
