@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 use verity::{
     key_hash, value_hash, verify, CommitHandle, Db, Hash, KeyHash, MemPageStore, Options, Proof,
     Snapshot, Trie, ValueHash, WriteBatch,
@@ -378,23 +378,27 @@ impl Backend for MemoryBackend {
 }
 
 /// Where a commit thread stands.
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
 #[derive(Default)]
 struct Progress {
     /// Newest version merkleized and durable.
     done: u64,
     /// Oldest version still readable.
+    #[cfg(feature = "rocksdb")]
     floor: u64,
     failed: Option<String>,
 }
 
 /// The progress of a [`CommitThread`], shared with its commit function and
 /// with readers.
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
 pub(crate) struct CommitProgress {
     name: &'static str,
     progress: Mutex<Progress>,
-    cond: Condvar,
+    cond: parking_lot::Condvar,
 }
 
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
 impl CommitProgress {
     /// Waits until `version` is durable; an error if a commit failed.
     pub(crate) fn wait_for(&self, version: u64) -> Result<()> {
@@ -411,11 +415,13 @@ impl CommitProgress {
     }
 
     /// The newest durable version.
+    #[cfg(any(feature = "nomt", test))]
     pub(crate) fn done(&self) -> u64 {
         self.progress.lock().done
     }
 
     /// The oldest readable version (0 until something is pruned).
+    #[cfg(feature = "rocksdb")]
     pub(crate) fn floor(&self) -> u64 {
         self.progress.lock().floor
     }
@@ -423,6 +429,7 @@ impl CommitProgress {
     /// Raises the oldest readable version to `floor`, before the versions
     /// below it are deleted (readers asking for them from then on are
     /// refused); false if it already was at least that.
+    #[cfg(feature = "rocksdb")]
     pub(crate) fn raise_floor(&self, floor: u64) -> bool {
         let mut p = self.progress.lock();
         if floor > p.floor {
@@ -436,22 +443,26 @@ impl CommitProgress {
 
 /// The function that merkleizes and durably writes one version (the
 /// version, its writes, the shared progress) and returns its root.
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
 pub(crate) type CommitFn = Box<dyn FnMut(u64, Ops, &CommitProgress) -> Result<Hash> + Send>;
 
 /// A version handed to a commit thread, and where its root goes.
-type Job = (u64, Ops, mpsc::Sender<Result<Hash, String>>);
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
+type Job = (u64, Ops, std::sync::mpsc::Sender<Result<Hash, String>>);
 
 /// Versions committed in order on a thread of their own: `commit` returns
 /// at once (or when four versions already wait), and a version's
 /// [`Pending`] gives its root once it is durable. Backends whose store
 /// commits synchronously (`rocksdb`, `jmt`, `nomt`) run on one.
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
 pub(crate) struct CommitThread {
     progress: Arc<CommitProgress>,
-    tx: Mutex<Option<mpsc::SyncSender<Job>>>,
+    tx: Mutex<Option<std::sync::mpsc::SyncSender<Job>>>,
     next: Mutex<u64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
 impl CommitThread {
     /// Starts the thread of backend `name`, whose newest durable version
     /// is `latest`, committing with `commit`.
@@ -460,12 +471,11 @@ impl CommitThread {
             name,
             progress: Mutex::new(Progress {
                 done: latest,
-                floor: 0,
-                failed: None,
+                ..Progress::default()
             }),
-            cond: Condvar::new(),
+            cond: parking_lot::Condvar::new(),
         });
-        let (tx, rx) = mpsc::sync_channel::<Job>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(4);
         let worker = progress.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{name}-commit"))
@@ -500,7 +510,7 @@ impl CommitThread {
         let name = self.progress.name;
         let mut next = self.next.lock();
         let version = *next;
-        let (reply, rx) = mpsc::channel();
+        let (reply, rx) = std::sync::mpsc::channel();
         self.tx
             .lock()
             .as_ref()
@@ -532,12 +542,14 @@ impl CommitThread {
 }
 
 /// A version on a [`CommitThread`].
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
 struct ThreadPending {
     name: &'static str,
     version: u64,
-    reply: mpsc::Receiver<Result<Hash, String>>,
+    reply: std::sync::mpsc::Receiver<Result<Hash, String>>,
 }
 
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
 impl Pending for ThreadPending {
     fn version(&self) -> u64 {
         self.version

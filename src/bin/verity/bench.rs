@@ -1019,6 +1019,14 @@ fn read(backend: &dyn Backend, c: &Config, gen: &Gen, latest: u64, run: &mut Run
         "disk reads per get (latest)",
         disk,
     ));
+    // Caches that evict only when a version commits (NOMT's) grow past
+    // their budget while nothing commits: this shows it.
+    m.push(Metric::opt(
+        w,
+        "resident_mib",
+        "resident memory after the reads (MiB)",
+        resident_bytes().map(|b| (b >> 20) as f64),
+    ));
     Ok(())
 }
 
