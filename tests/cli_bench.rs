@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{text, verity};
+use common::verity;
 
 fn backends() -> &'static str {
     if cfg!(feature = "rocksdb") {
@@ -237,11 +237,8 @@ fn each_peer_runs_every_workload_and_repeats_its_own_roots() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = verity(&args);
         assert!(!out.status.success());
-        assert!(
-            text(&out).contains(&format!("ROOTS DIFFER: {peer}")),
-            "{}",
-            text(&out)
-        );
+        let all = common::text(&out);
+        assert!(all.contains(&format!("ROOTS DIFFER: {peer}")), "{all}");
     }
 }
 
