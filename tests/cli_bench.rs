@@ -1,6 +1,8 @@
 //! `verity bench` runs end to end on every backend of the build at a tiny
-//! size, its roots agree across backends, it writes valid JSON and SVG,
-//! and it refuses bad arguments with one line and exit code 2.
+//! size, its roots agree across backends of one trie family, each peer
+//! (NOMT, the Jellyfish Merkle Tree) repeats its own roots from the same
+//! seed, it writes valid JSON and SVG, and it refuses bad arguments with
+//! one line and exit code 2.
 
 mod common;
 
@@ -16,10 +18,15 @@ fn backends() -> &'static str {
 
 /// A run of a few seconds at most.
 fn tiny(extra: &[&str]) -> Vec<String> {
+    tiny_on(backends(), extra)
+}
+
+/// A run of a few seconds at most on `backends`.
+fn tiny_on(backends: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "bench",
         "--backend",
-        backends(),
+        backends,
         "--keys",
         "3000",
         "--blocks",
@@ -141,6 +148,100 @@ fn every_backend_runs_every_workload_and_the_roots_agree() {
     assert_eq!(root(&stdout)[0], root(&again)[0]);
 }
 
+/// Each peer runs every workload next to `verity`; what it cannot do is
+/// `n/a`; its roots are its own, and `--check-roots` finds them equal in a
+/// second run from the same seed and refuses a file with other roots.
+#[cfg(any(feature = "nomt", feature = "jmt"))]
+#[test]
+fn each_peer_runs_every_workload_and_repeats_its_own_roots() {
+    let mut peers = Vec::new();
+    if cfg!(feature = "nomt") {
+        // Latest version only: no historical figures.
+        peers.push(("nomt", false));
+    }
+    if cfg!(feature = "jmt") {
+        peers.push(("jmt", true));
+    }
+    for (peer, history) in peers {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let json = tmp.path().join("first.json");
+        let json_arg = json.to_str().expect("utf-8 path");
+        let on = format!("verity,{peer}");
+        let stdout = run_ok(&tiny_on(&on, &["--json", json_arg]));
+        assert!(
+            stdout.contains(&format!("{peer}: the only backend of its trie family")),
+            "{stdout}"
+        );
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("read json"))
+                .expect("valid JSON");
+        assert_eq!(doc["roots_agree"], true);
+        let results = doc["results"].as_array().expect("results");
+        let metric = |workload: &str, key: &str| -> serde_json::Value {
+            let r = results
+                .iter()
+                .find(|r| r["backend"] == peer && r["workload"] == workload)
+                .unwrap_or_else(|| panic!("no result for {peer} {workload}"));
+            r["metrics"][key]["value"].clone()
+        };
+        for (workload, key) in [
+            ("load", "keys_per_s"),
+            ("blocks", "updates_per_s"),
+            ("executor", "block_time_ms"),
+            ("read", "reads_per_s"),
+            ("prove", "proofs_per_s"),
+            ("prove", "verifies_per_s"),
+            ("prove", "proof_bytes"),
+            ("history", "reads_per_s_age_0"),
+        ] {
+            let v = metric(workload, key).as_f64();
+            assert!(v.is_some_and(|v| v > 0.0), "{peer} {workload} {key}: {v:?}");
+        }
+        // No peer reads a version before it is durable.
+        assert!(metric("executor", "reads_per_s_during_commit").is_null());
+        for (workload, key) in [
+            ("read", "reads_per_s_retained"),
+            ("prove", "proofs_per_s_historical"),
+            ("history", "proofs_per_s_age_50"),
+        ] {
+            assert_eq!(
+                metric(workload, key).is_null(),
+                !history,
+                "{peer} {workload} {key}"
+            );
+        }
+        // The table shows what the peer cannot do as n/a.
+        let line = stdout
+            .lines()
+            .find(|l| l.contains("reads/s during commit"))
+            .expect("executor line");
+        assert!(line.contains("n/a"), "{line}");
+
+        // The same seed: the same roots, every version.
+        let again = run_ok(&tiny_on(&on, &["--check-roots", json_arg]));
+        assert!(
+            again.contains("roots of every backend equal those of"),
+            "{again}"
+        );
+
+        // Other roots in the file: refused.
+        let mut doc = doc;
+        for b in doc["backends"].as_array_mut().expect("backends") {
+            if b["name"] == peer {
+                b["roots_digest"] = serde_json::json!("00");
+            }
+        }
+        let other = tmp.path().join("other.json");
+        std::fs::write(&other, doc.to_string()).expect("write json");
+        let args = tiny_on(&on, &["--check-roots", other.to_str().expect("utf-8 path")]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = verity(&args);
+        assert!(!out.status.success());
+        let all = common::text(&out);
+        assert!(all.contains(&format!("ROOTS DIFFER: {peer}")), "{all}");
+    }
+}
+
 #[test]
 fn a_directory_that_holds_a_store_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -180,6 +281,18 @@ fn bad_arguments_give_one_line_and_exit_code_2() {
         let out = verity(&["bench", "--backend", "rocksdb"]);
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("--features rocksdb"));
+    }
+    #[cfg(not(feature = "nomt"))]
+    {
+        let out = verity(&["bench", "--backend", "nomt"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--features nomt"));
+    }
+    #[cfg(not(feature = "jmt"))]
+    {
+        let out = verity(&["bench", "--backend", "jmt"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--features jmt"));
     }
 }
 

@@ -1,19 +1,31 @@
 //! The `verity` command line.
 //!
 //! `verity bench` runs the benchmark (`bench`, with the store interface in
-//! `backend`, the RocksDB-layered baseline in `rocks` and the results in
-//! `report`); `inspect`, `check` and `get` look into a store (`tools`); `torture`
-//! crashes, faults and damages one and checks every recovery (`torture`).
+//! `backend`, the RocksDB-layered baseline in `rocks`, the peers NOMT in
+//! `nomt` and the Jellyfish Merkle Tree in `jmt`, the RocksDB tuning
+//! `rocks` and `jmt` share in `rocks_tuning`, and the results in
+//! `report`); `inspect`, `check` and `get` look into a store (`tools`);
+//! `torture` crashes, faults and damages one and checks every recovery
+//! (`torture`).
 
 #[path = "verity/backend.rs"]
 mod backend;
 #[path = "verity/bench.rs"]
 mod bench;
+#[cfg(feature = "jmt")]
+#[path = "verity/jmt.rs"]
+mod jmt;
+#[cfg(feature = "nomt")]
+#[path = "verity/nomt.rs"]
+mod nomt;
 #[path = "verity/report.rs"]
 mod report;
 #[cfg(feature = "rocksdb")]
 #[path = "verity/rocks.rs"]
 mod rocks;
+#[cfg(feature = "rocksdb")]
+#[path = "verity/rocks_tuning.rs"]
+mod rocks_tuning;
 #[path = "verity/tools.rs"]
 mod tools;
 #[path = "verity/torture.rs"]
@@ -42,7 +54,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Benchmark the store.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Versions, roots, sizes and compaction state of a store.
     Inspect(tools::InspectArgs),
     /// Verify every checksum and recompute roots from the leaves; exits
@@ -63,7 +75,7 @@ fn main() -> Result<std::process::ExitCode> {
                 eprintln!("error: {e}");
                 Ok(std::process::ExitCode::from(2))
             }
-            Ok(config) => bench::bench(args, config).map(|()| std::process::ExitCode::SUCCESS),
+            Ok(config) => bench::bench(*args, config).map(|()| std::process::ExitCode::SUCCESS),
         },
         Command::Inspect(args) => tools::inspect(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Check(args) => tools::check(args),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 use parking_lot::{Mutex, RwLock};
 use verity::{
-    key_hash, value_hash, CommitHandle, Db, Hash, KeyHash, MemPageStore, Options, Proof, Snapshot,
-    Trie, ValueHash, WriteBatch,
+    key_hash, value_hash, verify, CommitHandle, Db, Hash, KeyHash, MemPageStore, Options, Proof,
+    Snapshot, Trie, ValueHash, WriteBatch,
 };
 
 /// The writes of one block: key, and value (`None`: delete). The last
@@ -17,12 +17,19 @@ use verity::{
 pub(crate) type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// The writes of a block by key hash, ascending, the last write of a key
-/// winning; and the same with value hashes (the trie's updates).
-pub(crate) fn by_key_hash(ops: Ops) -> (HashedOps, Vec<(KeyHash, Option<ValueHash>)>) {
+/// winning.
+pub(crate) fn dedup_by_key_hash(ops: Ops) -> HashedOps {
     let mut writes: HashedOps = ops.into_iter().map(|(k, v)| (key_hash(&k), v)).collect();
     writes.reverse();
     writes.sort_by_key(|w| w.0);
     writes.dedup_by(|a, b| a.0 == b.0);
+    writes
+}
+
+/// The writes of a block by key hash, ascending, the last write of a key
+/// winning; and the same with value hashes (the trie's updates).
+pub(crate) fn by_key_hash(ops: Ops) -> (HashedOps, Vec<(KeyHash, Option<ValueHash>)>) {
+    let writes = dedup_by_key_hash(ops);
     let updates = writes
         .iter()
         .map(|(k, v)| (*k, v.as_ref().map(|v| value_hash(v))))
@@ -41,12 +48,40 @@ pub(crate) trait Pending: Send {
     fn wait(self: Box<Self>) -> Result<Hash>;
 }
 
+/// The trie family of Verity's own trie (`verity`, `rocksdb`, `memory`):
+/// the same shape and hashing, so the same roots and proof bytes.
+pub(crate) const VERITY_FAMILY: &str = "verity trie";
+
+/// A proof of one key in a backend's own format, checked by that
+/// backend's own verifier.
+pub(crate) trait BenchProof: Send {
+    /// Its bytes, in the format the backend's verifier takes.
+    fn encode(&self) -> Vec<u8>;
+    /// Checks that the proof shows `key` holding `value` (`None`: absent)
+    /// under `root`.
+    fn verify(&self, root: &Hash, key: &[u8], value: Option<&[u8]>) -> Result<()>;
+}
+
+impl BenchProof for Proof {
+    fn encode(&self) -> Vec<u8> {
+        Proof::encode(self)
+    }
+
+    fn verify(&self, root: &Hash, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        Ok(verify(
+            root,
+            self,
+            &[(key_hash(key), value.map(value_hash))],
+        )?)
+    }
+}
+
 /// Reads of one version, from any thread.
 pub(crate) trait Reader: Send + Sync {
     /// The value of `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// The inclusion or exclusion proof of `key`.
-    fn prove(&self, key: &[u8]) -> Result<Proof>;
+    fn prove(&self, key: &[u8]) -> Result<Box<dyn BenchProof>>;
     /// The state root.
     fn root(&self) -> Result<Hash>;
 }
@@ -55,6 +90,16 @@ pub(crate) trait Reader: Send + Sync {
 pub(crate) trait Backend: Send + Sync {
     /// Its name on the command line.
     fn name(&self) -> &'static str;
+    /// Its trie family: backends of one family compute the same roots and
+    /// proof bytes from the same writes, and the bench checks that they
+    /// do; roots of different families are never compared.
+    fn family(&self) -> &'static str {
+        VERITY_FAMILY
+    }
+    /// Whether versions before the latest can be read and proved.
+    fn history(&self) -> bool {
+        true
+    }
     /// Its settings, in a line.
     fn settings(&self) -> String;
     /// Hands over the next version; returns at once or when the backend
@@ -114,8 +159,8 @@ impl Reader for Snapshot {
         Ok(Snapshot::get(self, key)?)
     }
 
-    fn prove(&self, key: &[u8]) -> Result<Proof> {
-        Ok(Snapshot::prove(self, key)?)
+    fn prove(&self, key: &[u8]) -> Result<Box<dyn BenchProof>> {
+        Ok(Box::new(Snapshot::prove(self, key)?))
     }
 
     fn root(&self) -> Result<Hash> {
@@ -251,9 +296,11 @@ impl Reader for MemoryReader {
             .map(|v| v.to_vec()))
     }
 
-    fn prove(&self, key: &[u8]) -> Result<Proof> {
+    fn prove(&self, key: &[u8]) -> Result<Box<dyn BenchProof>> {
         self.check()?;
-        Ok(self.inner.trie.prove(self.version, &[key_hash(key)])?)
+        Ok(Box::new(
+            self.inner.trie.prove(self.version, &[key_hash(key)])?,
+        ))
     }
 
     fn root(&self) -> Result<Hash> {
@@ -327,5 +374,191 @@ impl Backend for MemoryBackend {
 
     fn close(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Where a commit thread stands.
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
+#[derive(Default)]
+struct Progress {
+    /// Newest version merkleized and durable.
+    done: u64,
+    /// Oldest version still readable.
+    #[cfg(feature = "rocksdb")]
+    floor: u64,
+    failed: Option<String>,
+}
+
+/// The progress of a [`CommitThread`], shared with its commit function and
+/// with readers.
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
+pub(crate) struct CommitProgress {
+    name: &'static str,
+    progress: Mutex<Progress>,
+    cond: parking_lot::Condvar,
+}
+
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
+impl CommitProgress {
+    /// Waits until `version` is durable; an error if a commit failed.
+    pub(crate) fn wait_for(&self, version: u64) -> Result<()> {
+        let mut p = self.progress.lock();
+        loop {
+            if let Some(e) = &p.failed {
+                bail!("{}: commit failed: {e}", self.name);
+            }
+            if p.done >= version {
+                return Ok(());
+            }
+            self.cond.wait(&mut p);
+        }
+    }
+
+    /// The newest durable version.
+    #[cfg(any(feature = "nomt", test))]
+    pub(crate) fn done(&self) -> u64 {
+        self.progress.lock().done
+    }
+
+    /// The oldest readable version (0 until something is pruned).
+    #[cfg(feature = "rocksdb")]
+    pub(crate) fn floor(&self) -> u64 {
+        self.progress.lock().floor
+    }
+
+    /// Raises the oldest readable version to `floor`, before the versions
+    /// below it are deleted (readers asking for them from then on are
+    /// refused); false if it already was at least that.
+    #[cfg(feature = "rocksdb")]
+    pub(crate) fn raise_floor(&self, floor: u64) -> bool {
+        let mut p = self.progress.lock();
+        if floor > p.floor {
+            p.floor = floor;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The function that merkleizes and durably writes one version (the
+/// version, its writes, the shared progress) and returns its root.
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
+pub(crate) type CommitFn = Box<dyn FnMut(u64, Ops, &CommitProgress) -> Result<Hash> + Send>;
+
+/// A version handed to a commit thread, and where its root goes.
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
+type Job = (u64, Ops, std::sync::mpsc::Sender<Result<Hash, String>>);
+
+/// Versions committed in order on a thread of their own: `commit` returns
+/// at once (or when four versions already wait), and a version's
+/// [`Pending`] gives its root once it is durable. Backends whose store
+/// commits synchronously (`rocksdb`, `jmt`, `nomt`) run on one.
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
+pub(crate) struct CommitThread {
+    progress: Arc<CommitProgress>,
+    tx: Mutex<Option<std::sync::mpsc::SyncSender<Job>>>,
+    next: Mutex<u64>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
+impl CommitThread {
+    /// Starts the thread of backend `name`, whose newest durable version
+    /// is `latest`, committing with `commit`.
+    pub(crate) fn start(name: &'static str, latest: u64, mut commit: CommitFn) -> Result<Self> {
+        let progress = Arc::new(CommitProgress {
+            name,
+            progress: Mutex::new(Progress {
+                done: latest,
+                ..Progress::default()
+            }),
+            cond: parking_lot::Condvar::new(),
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(4);
+        let worker = progress.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-commit"))
+            .spawn(move || {
+                for (version, ops, reply) in rx {
+                    let r = commit(version, ops, &worker);
+                    let mut p = worker.progress.lock();
+                    match &r {
+                        Ok(_) => p.done = version,
+                        Err(e) => p.failed = Some(format!("{e:#}")),
+                    }
+                    drop(p);
+                    worker.cond.notify_all();
+                    let _ = reply.send(r.map_err(|e| format!("{e:#}")));
+                }
+            })?;
+        Ok(CommitThread {
+            progress,
+            tx: Mutex::new(Some(tx)),
+            next: Mutex::new(latest + 1),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The progress, for readers.
+    pub(crate) fn progress(&self) -> &Arc<CommitProgress> {
+        &self.progress
+    }
+
+    /// Hands over the next version.
+    pub(crate) fn commit(&self, ops: Ops) -> Result<Box<dyn Pending>> {
+        let name = self.progress.name;
+        let mut next = self.next.lock();
+        let version = *next;
+        let (reply, rx) = std::sync::mpsc::channel();
+        self.tx
+            .lock()
+            .as_ref()
+            .ok_or_else(|| anyhow!("{name}: closed"))?
+            .send((version, ops, reply))
+            .map_err(|_| anyhow!("{name}: the commit thread stopped"))?;
+        *next += 1;
+        Ok(Box::new(ThreadPending {
+            name,
+            version,
+            reply: rx,
+        }))
+    }
+
+    /// Waits for every version handed over and stops the thread; the
+    /// first commit error, if any.
+    pub(crate) fn close(&self) -> Result<()> {
+        let name = self.progress.name;
+        drop(self.tx.lock().take());
+        if let Some(t) = self.thread.lock().take() {
+            t.join()
+                .map_err(|_| anyhow!("{name}: the commit thread panicked"))?;
+        }
+        if let Some(e) = &self.progress.progress.lock().failed {
+            bail!("{name}: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// A version on a [`CommitThread`].
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
+struct ThreadPending {
+    name: &'static str,
+    version: u64,
+    reply: std::sync::mpsc::Receiver<Result<Hash, String>>,
+}
+
+#[cfg(any(feature = "rocksdb", feature = "nomt"))]
+impl Pending for ThreadPending {
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn wait(self: Box<Self>) -> Result<Hash> {
+        self.reply
+            .recv()
+            .map_err(|_| anyhow!("{}: the commit thread stopped", self.name))?
+            .map_err(|e| anyhow!("{}: {e}", self.name))
     }
 }

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Zipf};
-use verity::{key_hash, value_hash, verify, Hash, Options};
+use verity::{Hash, Options};
 
 use super::backend::{Backend, MemoryBackend, Ops, Pending, Reader, VerityBackend};
 use super::report::{self, Metric, Run, Series};
@@ -48,6 +48,12 @@ pub(crate) enum Kind {
     Rocksdb,
     /// The trie over the in-memory page store: merkleization alone.
     Memory,
+    /// NOMT, a peer: its binary trie in its own store, latest version
+    /// only (build with `--features nomt`; Linux with io_uring).
+    Nomt,
+    /// The Jellyfish Merkle Tree (`jmt` crate), a peer, over RocksDB
+    /// (build with `--features jmt`).
+    Jmt,
 }
 
 /// Sizes chosen together.
@@ -127,6 +133,12 @@ pub(crate) struct BenchArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
+    /// Check each backend's roots against those an earlier run with the
+    /// same seed and sizes wrote with `--json` to this file (the check of
+    /// determinism for backends that have no other backend of their trie
+    /// family to agree with).
+    #[arg(long)]
+    pub(crate) check_roots: Option<PathBuf>,
     /// Write SVG charts into this directory.
     #[arg(long)]
     pub(crate) plot: Option<PathBuf>,
@@ -198,6 +210,16 @@ impl Config {
         #[cfg(not(feature = "rocksdb"))]
         if args.backend.contains(&Kind::Rocksdb) {
             bail!("this build has no rocksdb backend: run `cargo run --release --features rocksdb -- bench`");
+        }
+        #[cfg(not(feature = "nomt"))]
+        if args.backend.contains(&Kind::Nomt) {
+            bail!("this build has no nomt backend: run `cargo run --release --features nomt -- bench`");
+        }
+        #[cfg(not(feature = "jmt"))]
+        if args.backend.contains(&Kind::Jmt) {
+            bail!(
+                "this build has no jmt backend: run `cargo run --release --features jmt -- bench`"
+            );
         }
         if c.value_size > verity::MAX_VALUE_LEN {
             bail!("--value-size must be at most {}", verity::MAX_VALUE_LEN);
@@ -355,7 +377,7 @@ type Tracked = (Instant, usize, Box<dyn Pending>);
 
 /// Waits for each handed-over version on a thread of its own, in order:
 /// records its latency from the commit call, checks its root against the
-/// first backend's, and samples the bytes on disk.
+/// first backend's of the same trie family, and samples the bytes on disk.
 struct Tracker {
     tx: Option<mpsc::Sender<Tracked>>,
     thread: Option<std::thread::JoinHandle<Result<Vec<Done>>>>,
@@ -366,7 +388,8 @@ struct Tracker {
 struct Roots {
     /// Roots so far, `roots[v - 1]` of version `v`.
     mine: parking_lot::Mutex<Vec<Hash>>,
-    /// The first backend's roots, to agree with.
+    /// The roots of the first backend of the same trie family, to agree
+    /// with.
     expected: Option<Arc<Vec<Hash>>>,
     expected_name: &'static str,
     /// `(version, bytes on disk)` after each version.
@@ -497,11 +520,37 @@ fn open_backend(kind: Kind, c: &Config, dir: Option<&Path>) -> Result<Box<dyn Ba
         Kind::Rocksdb => bail!(
             "this build has no rocksdb backend: build with `cargo run --release --features rocksdb -- bench`"
         ),
+        #[cfg(feature = "nomt")]
+        Kind::Nomt => {
+            let dir = dir.ok_or_else(|| anyhow!("nomt needs a directory"))?;
+            Ok(Box::new(super::nomt::NomtBackend::open(
+                dir, cache, c.keys, c.seed,
+            )?))
+        }
+        #[cfg(not(feature = "nomt"))]
+        Kind::Nomt => bail!(
+            "this build has no nomt backend: build with `cargo run --release --features nomt -- bench`"
+        ),
+        #[cfg(feature = "jmt")]
+        Kind::Jmt => {
+            let dir = dir.ok_or_else(|| anyhow!("jmt needs a directory"))?;
+            Ok(Box::new(super::jmt::JmtBackend::open(
+                dir,
+                cache,
+                c.direct_io,
+                c.retain,
+            )?))
+        }
+        #[cfg(not(feature = "jmt"))]
+        Kind::Jmt => bail!(
+            "this build has no jmt backend: build with `cargo run --release --features jmt -- bench`"
+        ),
     }
 }
 
-/// Runs every workload on one backend.
-fn run_backend(kind: Kind, c: &Config, base: &Path, first: Option<&Run>) -> Result<Run> {
+/// Runs every workload on one backend; its roots are checked against the
+/// first of `earlier` of the same trie family.
+fn run_backend(kind: Kind, c: &Config, base: &Path, earlier: &[Run]) -> Result<Run> {
     let dir = (kind != Kind::Memory).then(|| base.join(format!("{kind:?}").to_lowercase()));
     if let Some(d) = &dir {
         if d.exists() && std::fs::read_dir(d)?.next().is_some() {
@@ -514,8 +563,10 @@ fn run_backend(kind: Kind, c: &Config, base: &Path, first: Option<&Run>) -> Resu
     }
     let backend = open_backend(kind, c, dir.as_deref())?;
     let name = backend.name();
+    let family = backend.family();
     let settings = backend.settings();
     println!("\n== {name}: {settings}");
+    let first = earlier.iter().find(|r| r.family == family);
     let roots = Arc::new(Roots {
         mine: parking_lot::Mutex::new(Vec::new()),
         expected: first.map(|f| Arc::new(f.roots.clone())),
@@ -524,6 +575,7 @@ fn run_backend(kind: Kind, c: &Config, base: &Path, first: Option<&Run>) -> Resu
     });
     let mut run = Run {
         name,
+        family,
         settings,
         metrics: Vec::new(),
         series: Series::default(),
@@ -816,14 +868,17 @@ fn executor(
     let idle = idle_reads as f64 / idle_start.elapsed().as_secs_f64().max(1e-9);
     let mean_ms = block_times.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3
         / block_times.len().max(1) as f64;
+    // A backend that reads a version only once it is durable reads with
+    // nothing in flight: it has no figure for reads during a commit.
+    let staged = backend.reads_staged();
     let w = Workload::Executor;
     let m = &mut run.metrics;
     m.push(Metric::new(w, "block_time_ms", "block time (ms)", mean_ms));
-    m.push(Metric::new(
+    m.push(Metric::opt(
         w,
         "reads_per_s_during_commit",
         "reads/s during commit",
-        during,
+        staged.then_some(during),
     ));
     m.push(Metric::new(
         w,
@@ -831,20 +886,20 @@ fn executor(
         "reads/s, nothing in flight",
         idle,
     ));
-    m.push(Metric::new(
+    m.push(Metric::opt(
         w,
         "during_over_idle",
         "reads during commit / idle",
-        during / idle.max(1e-9),
+        staged.then_some(during / idle.max(1e-9)),
     ));
     println!(
         "executor: {n} blocks, {} threads x {per_thread} reads each, {:.2?}{}",
         c.threads,
         total,
-        if backend.reads_staged() {
+        if staged {
             ""
         } else {
-            " (this backend reads a version only once it is committed)"
+            " (sequential: this backend reads a version only once it is committed)"
         }
     );
     Ok(())
@@ -913,8 +968,13 @@ fn read(backend: &dyn Backend, c: &Config, gen: &Gen, latest: u64, run: &mut Run
     let live = Arc::new(gen.live.clone());
     let (one, _, disk) = timed_reads(backend, c, &live, 1, (latest, latest), c.seed ^ 1)?;
     let (many, h, _) = timed_reads(backend, c, &live, c.threads, (latest, latest), c.seed ^ 2)?;
-    let oldest = backend.oldest();
-    let (hist, _, _) = timed_reads(backend, c, &live, c.threads, (oldest, latest), c.seed ^ 3)?;
+    let hist = match backend.history() {
+        true => {
+            let oldest = backend.oldest();
+            Some(timed_reads(backend, c, &live, c.threads, (oldest, latest), c.seed ^ 3)?.0)
+        }
+        false => None,
+    };
     let w = Workload::Read;
     let m = &mut run.metrics;
     m.push(Metric::new(
@@ -935,7 +995,7 @@ fn read(backend: &dyn Backend, c: &Config, gen: &Gen, latest: u64, run: &mut Run
         &format!("{} threads / 1 thread", c.threads),
         many / one,
     ));
-    m.push(Metric::new(
+    m.push(Metric::opt(
         w,
         "reads_per_s_retained",
         &format!("reads/s, random retained versions, {} threads", c.threads),
@@ -958,6 +1018,14 @@ fn read(backend: &dyn Backend, c: &Config, gen: &Gen, latest: u64, run: &mut Run
         "disk_reads_per_get",
         "disk reads per get (latest)",
         disk,
+    ));
+    // Caches that evict only when a version commits (NOMT's) grow past
+    // their budget while nothing commits: this shows it.
+    m.push(Metric::opt(
+        w,
+        "resident_mib",
+        "resident memory after the reads (MiB)",
+        resident_bytes().map(|b| (b >> 20) as f64),
     ));
     Ok(())
 }
@@ -993,12 +1061,7 @@ fn prove_at(
     }
     let start = Instant::now();
     for (k, v, p) in &proofs {
-        verify(
-            &root,
-            p,
-            &[(key_hash(k), v.as_ref().map(|v| value_hash(v)))],
-        )
-        .with_context(|| {
+        p.verify(&root, k, v.as_deref()).with_context(|| {
             format!(
                 "a {} proof at version {version} does not verify",
                 backend.name()
@@ -1021,7 +1084,13 @@ fn prove(backend: &dyn Backend, c: &Config, gen: &Gen, latest: u64, run: &mut Ru
     let (rate, vrate, bytes, digest) =
         prove_at(backend, gen, latest, c.proofs, c.seed ^ 4, c.zipf)?;
     let older = backend.oldest().max(latest / 2);
-    let (hrate, _, hbytes, _) = prove_at(backend, gen, older, c.proofs, c.seed ^ 5, c.zipf)?;
+    let (hrate, hbytes) = match backend.history() {
+        true => {
+            let (r, _, b, _) = prove_at(backend, gen, older, c.proofs, c.seed ^ 5, c.zipf)?;
+            (Some(r), Some(b))
+        }
+        false => (None, None),
+    };
     run.proof_digest = Some(digest);
     let w = Workload::Prove;
     let m = &mut run.metrics;
@@ -1033,13 +1102,13 @@ fn prove(backend: &dyn Backend, c: &Config, gen: &Gen, latest: u64, run: &mut Ru
         "mean proof bytes, latest",
         bytes,
     ));
-    m.push(Metric::new(
+    m.push(Metric::opt(
         w,
         "proofs_per_s_historical",
         &format!("proofs/s, version {older}"),
         hrate,
     ));
-    m.push(Metric::new(
+    m.push(Metric::opt(
         w,
         "proof_bytes_historical",
         "mean proof bytes, historical",
@@ -1056,6 +1125,24 @@ fn history(backend: &dyn Backend, c: &Config, gen: &Gen, latest: u64, run: &mut 
     let n = (c.proofs / 4).max(1);
     for (i, age) in [0u64, 25, 50, 75, 100].into_iter().enumerate() {
         let v = latest - (latest - oldest) * age / 100;
+        let w = Workload::History;
+        if age > 0 && !backend.history() {
+            // Latest version only: no figures for older ones.
+            let m = &mut run.metrics;
+            m.push(Metric::opt(
+                w,
+                &format!("reads_per_s_age_{age}"),
+                &format!("reads/s at {age}% of history back"),
+                None,
+            ));
+            m.push(Metric::opt(
+                w,
+                &format!("proofs_per_s_age_{age}"),
+                &format!("proofs/s at {age}% of history back"),
+                None,
+            ));
+            continue;
+        }
         let reader = backend.reader(v)?;
         let mut rng = ChaCha8Rng::seed_from_u64(c.seed ^ 0x4157 ^ i as u64);
         let start = Instant::now();
@@ -1065,7 +1152,6 @@ fn history(backend: &dyn Backend, c: &Config, gen: &Gen, latest: u64, run: &mut 
         }
         let reads = n as f64 / start.elapsed().as_secs_f64();
         let (proofs, _, _, _) = prove_at(backend, gen, v, n, c.seed ^ 0x4158 ^ i as u64, c.zipf)?;
-        let w = Workload::History;
         let m = &mut run.metrics;
         m.push(Metric::new(
             w,
@@ -1121,10 +1207,15 @@ pub(crate) fn bench(args: BenchArgs, c: Config) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
+    let earlier = match &args.check_roots {
+        Some(path) => Some(report::EarlierRoots::read(path, &c)?),
+        None => None,
+    };
     let mut runs: Vec<Run> = Vec::new();
     for k in kinds {
-        let run = run_backend(k, &c, &base, runs.first())?;
-        if let (Some(first), Some(d)) = (runs.first(), run.proof_digest) {
+        let run = run_backend(k, &c, &base, &runs)?;
+        let first = runs.iter().find(|r| r.family == run.family);
+        if let (Some(first), Some(d)) = (first, run.proof_digest) {
             if first.proof_digest.is_some_and(|f| f != d) {
                 bail!(
                     "PROOFS DIFFER: {} and {} wrote different proof bytes for the same keys",
@@ -1133,18 +1224,47 @@ pub(crate) fn bench(args: BenchArgs, c: Config) -> Result<()> {
                 );
             }
         }
+        if let Some(e) = &earlier {
+            e.check(&run)?;
+        }
         runs.push(run);
     }
-    if runs.len() > 1 {
+    println!();
+    let mut families: Vec<&'static str> = Vec::new();
+    for r in &runs {
+        if !families.contains(&r.family) {
+            families.push(r.family);
+        }
+    }
+    for family in families {
+        let members: Vec<&Run> = runs.iter().filter(|r| r.family == family).collect();
+        if members.len() > 1 {
+            println!(
+                "roots agree on all {} versions across {}{}",
+                members[0].roots.len(),
+                members
+                    .iter()
+                    .map(|r| r.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if members.iter().all(|r| r.proof_digest.is_some()) {
+                    "; proofs are byte-identical"
+                } else {
+                    ""
+                }
+            );
+        } else if runs.len() > 1 {
+            println!(
+                "{}: the only backend of its trie family ({family}): its roots are not \
+                 compared with the others'",
+                members[0].name
+            );
+        }
+    }
+    if let Some(e) = &earlier {
         println!(
-            "\nroots agree on all {} versions across {}{}",
-            runs[0].roots.len(),
-            runs.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
-            if runs.iter().all(|r| r.proof_digest.is_some()) {
-                "; proofs are byte-identical"
-            } else {
-                ""
-            }
+            "roots of every backend equal those of {} on all versions",
+            e.path.display()
         );
     }
     println!();

@@ -1,8 +1,8 @@
 //! The results of `verity bench`: the table, the JSON file and the charts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use plotters::prelude::*;
 use serde_json::{json, Map, Value};
 use verity::Hash;
@@ -51,6 +51,8 @@ pub(crate) struct Series {
 #[derive(Debug, Clone)]
 pub(crate) struct Run {
     pub(crate) name: &'static str,
+    /// Its trie family: roots and proofs are compared only within one.
+    pub(crate) family: &'static str,
     pub(crate) settings: String,
     pub(crate) metrics: Vec<Metric>,
     pub(crate) series: Series,
@@ -61,6 +63,15 @@ pub(crate) struct Run {
 }
 
 impl Run {
+    /// A digest of every version's root, in order.
+    pub(crate) fn roots_digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for r in &self.roots {
+            h.update(r);
+        }
+        h.finalize().to_hex().to_string()
+    }
+
     fn value(&self, workload: Workload, key: &str) -> Option<f64> {
         self.metrics
             .iter()
@@ -192,11 +203,18 @@ pub(crate) fn json(path: &Path, c: &Config, runs: &[Run]) -> Result<()> {
         "machine": machine(),
         "backends": runs.iter().map(|r| json!({
             "name": r.name,
+            "family": r.family,
             "settings": r.settings,
             "versions": r.roots.len(),
             "final_root": r.roots.last().map(|h| blake3::Hash::from(*h).to_hex().to_string()),
+            "roots_digest": r.roots_digest(),
         })).collect::<Vec<_>>(),
-        "roots_agree": runs.windows(2).all(|w| w[0].roots == w[1].roots),
+        // Within each trie family (roots of different families differ by
+        // design).
+        "roots_agree": runs.iter().all(|r| runs
+            .iter()
+            .filter(|o| o.family == r.family)
+            .all(|o| o.roots == r.roots)),
         "results": results,
         "series": runs.iter().map(|r| json!({
             "backend": r.name,
@@ -340,4 +358,83 @@ pub(crate) fn plots(dir: &Path, runs: &[Run]) -> Result<()> {
         "MiB",
         &disk,
     )
+}
+
+/// The roots an earlier run wrote with `--json`, to check a run's against
+/// (`--check-roots`).
+pub(crate) struct EarlierRoots {
+    /// The file.
+    pub(crate) path: PathBuf,
+    /// Per backend: its name, versions and roots digest.
+    backends: Vec<(String, u64, String)>,
+}
+
+impl EarlierRoots {
+    /// Reads `path`; an error if it is not a result file of a run with
+    /// the seed and sizes of `c`.
+    pub(crate) fn read(path: &Path, c: &Config) -> Result<EarlierRoots> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let doc: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a result file of verity bench", path.display()))?;
+        let same = [
+            ("seed", json!(c.seed)),
+            ("keys", json!(c.keys)),
+            ("blocks", json!(c.blocks)),
+            ("block_size", json!(c.block_size)),
+            ("value_size", json!(c.value_size)),
+            ("zipf", json!(c.zipf)),
+        ];
+        for (key, value) in same {
+            if doc[key] != value {
+                bail!(
+                    "{} comes from a run with {key} {}, this one has {value}: the roots cannot be compared",
+                    path.display(),
+                    doc[key]
+                );
+            }
+        }
+        let mut backends = Vec::new();
+        for b in doc["backends"].as_array().into_iter().flatten() {
+            let (Some(name), Some(versions), Some(digest)) = (
+                b["name"].as_str(),
+                b["versions"].as_u64(),
+                b["roots_digest"].as_str(),
+            ) else {
+                bail!(
+                    "{}: a backend without name, versions or roots digest",
+                    path.display()
+                );
+            };
+            backends.push((name.to_string(), versions, digest.to_string()));
+        }
+        Ok(EarlierRoots {
+            path: path.to_path_buf(),
+            backends,
+        })
+    }
+
+    /// Checks that `run` computed the same roots as the earlier run of
+    /// its backend.
+    pub(crate) fn check(&self, run: &Run) -> Result<()> {
+        let Some((_, versions, digest)) = self.backends.iter().find(|b| b.0 == run.name) else {
+            bail!("{} has no roots of {}", self.path.display(), run.name);
+        };
+        if *versions != run.roots.len() as u64 {
+            bail!(
+                "{} has {versions} versions of {}, this run {}: run the same workloads",
+                self.path.display(),
+                run.name,
+                run.roots.len()
+            );
+        }
+        if *digest != run.roots_digest() {
+            bail!(
+                "ROOTS DIFFER: {} computed other roots than in {} from the same seed",
+                run.name,
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
 }

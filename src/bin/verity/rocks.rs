@@ -22,71 +22,24 @@
 //! touches, with the 16 subtrees under the root on the rayon pool.
 
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
-use parking_lot::{Condvar, Mutex};
+use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
-use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions,
-    SliceTransform, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{ReadOptions, WriteBatch, WriteOptions};
 use verity::codec::proof::{ProofImage, ProofNode};
 use verity::merkle::hash::{internal_hash, leaf_hash, nibble};
 use verity::{key_hash, Hash, KeyHash, Proof, ValueHash, EMPTY};
 
-use super::backend::{by_key_hash, Backend, Ops, Pending, Reader};
+use super::backend::{
+    by_key_hash, Backend, BenchProof, CommitProgress, CommitThread, Ops, Pending, Reader,
+};
+use super::rocks_tuning::{self, stale_key, TunedDb, META, STALE};
 
 const NODES: &str = "nodes";
 const VALUES: &str = "values";
-const STALE: &str = "stale";
-const META: &str = "meta";
 const STALE_NODE: u8 = 0;
 const STALE_VALUE: u8 = 1;
-
-/// The RocksDB settings of the baseline (written into BENCHMARKS.md).
-fn settings(cache_bytes: usize, direct_io: bool) -> String {
-    format!(
-        "block cache {} MiB (LRU, shared by all column families), bloom filters 10 bits/key \
-         (whole keys for nodes, 32-byte key-hash prefixes for values), 4 KiB blocks, \
-         no compression on L0-L1 and zstd below, 64 MiB write buffers, dynamic level sizes, \
-         2 background jobs, WAL synced per commit{}",
-        cache_bytes >> 20,
-        if direct_io { ", O_DIRECT reads" } else { "" }
-    )
-}
-
-fn cf_options(cache: &Cache, prefix: bool) -> Options {
-    let mut table = BlockBasedOptions::default();
-    table.set_block_cache(cache);
-    table.set_block_size(4096);
-    table.set_format_version(5);
-    table.set_bloom_filter(10.0, false);
-    if prefix {
-        table.set_whole_key_filtering(false);
-    }
-    let mut o = Options::default();
-    o.set_block_based_table_factory(&table);
-    o.set_write_buffer_size(64 << 20);
-    o.set_max_write_buffer_number(4);
-    o.set_level_compaction_dynamic_level_bytes(true);
-    o.set_compression_per_level(&[
-        DBCompressionType::None,
-        DBCompressionType::None,
-        DBCompressionType::Zstd,
-        DBCompressionType::Zstd,
-        DBCompressionType::Zstd,
-        DBCompressionType::Zstd,
-        DBCompressionType::Zstd,
-    ]);
-    o.set_bottommost_compression_type(DBCompressionType::Zstd);
-    if prefix {
-        o.set_prefix_extractor(SliceTransform::create_fixed_prefix(32));
-        o.set_memtable_prefix_bloom_ratio(0.1);
-    }
-    o
-}
 
 /// A trie path: a key-hash prefix of `depth` nibbles (the rest zero).
 #[derive(Clone, Copy)]
@@ -279,11 +232,7 @@ struct Out {
 
 impl Out {
     fn stale(&mut self, since: u64, cf: u8, key: &[u8]) {
-        let mut k = Vec::with_capacity(9 + key.len());
-        k.extend_from_slice(&since.to_be_bytes());
-        k.push(cf);
-        k.extend_from_slice(key);
-        self.stale.push(k);
+        self.stale.push(stale_key(since, cf, key));
     }
 
     fn merge(&mut self, other: Out) {
@@ -297,19 +246,18 @@ impl Out {
 type Write = (KeyHash, Option<ValueHash>);
 
 struct Store {
-    db: DB,
+    tuned: TunedDb,
 }
 
 impl Store {
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| anyhow!("rocksdb baseline: no column family {name}"))
+        self.tuned.cf(name)
     }
 
     fn read_internal(&self, path: &Path32, version: u64) -> Result<Internal> {
         let key = path.node_key(version);
         let bytes = self
+            .tuned
             .db
             .get_pinned_cf(self.cf(NODES)?, &key)?
             .ok_or_else(|| anyhow!("rocksdb baseline: node missing at version {version}"))?;
@@ -318,6 +266,7 @@ impl Store {
 
     fn read_leaf(&self, path: &Path32, version: u64) -> Result<Leaf> {
         let bytes = self
+            .tuned
             .db
             .get_pinned_cf(self.cf(NODES)?, path.node_key(version))?
             .ok_or_else(|| anyhow!("rocksdb baseline: leaf missing at version {version}"))?;
@@ -517,6 +466,7 @@ impl Store {
         let mut out = Out::default();
         let mut children: [Sub; 16] = std::array::from_fn(|_| Sub::Empty);
         let previous = self
+            .tuned
             .db
             .get_pinned_cf(self.cf(META)?, (version - 1).to_be_bytes())?
             .is_some()
@@ -581,7 +531,7 @@ impl Store {
         batch.put_cf(meta, version.to_be_bytes(), root);
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.write_opt(batch, &wo)?;
+        self.tuned.db.write_opt(batch, &wo)?;
         Ok(root)
     }
 
@@ -589,7 +539,7 @@ impl Store {
         let kh = key_hash(key);
         let mut ro = ReadOptions::default();
         ro.set_prefix_same_as_start(true);
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(VALUES)?, ro);
+        let mut it = self.tuned.db.raw_iterator_cf_opt(self.cf(VALUES)?, ro);
         it.seek_for_prev(value_key(&kh, version));
         match (it.key(), it.value()) {
             (Some(k), Some(v)) if k.len() == 40 && k[..32] == kh[..] => match v.first() {
@@ -606,6 +556,7 @@ impl Store {
 
     fn root(&self, version: u64) -> Result<Hash> {
         let bytes = self
+            .tuned
             .db
             .get_pinned_cf(self.cf(META)?, version.to_be_bytes())?
             .ok_or_else(|| anyhow!("rocksdb baseline: version {version} is not retained"))?;
@@ -687,72 +638,17 @@ impl Store {
     }
 
     fn prune(&self, floor: u64) -> Result<()> {
-        let stale = self.cf(STALE)?;
-        let mut batch = WriteBatch::default();
-        let end = (floor + 1).to_be_bytes();
-        let mut it = self.db.raw_iterator_cf(stale);
-        it.seek_to_first();
-        while let Some(k) = it.key() {
-            if k[..8] >= end[..] {
-                break;
-            }
-            let cf = match k[8] {
-                STALE_NODE => self.cf(NODES)?,
-                _ => self.cf(VALUES)?,
-            };
-            batch.delete_cf(cf, &k[9..]);
-            it.next();
-        }
-        it.status()?;
-        drop(it);
-        batch.delete_range_cf(stale, 0u64.to_be_bytes(), end);
-        batch.delete_range_cf(self.cf(META)?, 0u64.to_be_bytes(), floor.to_be_bytes());
-        self.db.write(batch)?;
-        Ok(())
+        self.tuned.prune(floor, |tag| match tag {
+            STALE_NODE => NODES,
+            _ => VALUES,
+        })
     }
 }
-
-/// Progress of the commit thread.
-#[derive(Default)]
-struct Progress {
-    /// Newest version written and synced.
-    done: u64,
-    /// Oldest version still readable.
-    floor: u64,
-    failed: Option<String>,
-}
-
-struct Shared {
-    store: Store,
-    progress: Mutex<Progress>,
-    cond: Condvar,
-    opts: Options,
-}
-
-impl Shared {
-    fn wait_for(&self, version: u64) -> Result<()> {
-        let mut p = self.progress.lock();
-        loop {
-            if let Some(e) = &p.failed {
-                bail!("rocksdb baseline: commit failed: {e}");
-            }
-            if p.done >= version {
-                return Ok(());
-            }
-            self.cond.wait(&mut p);
-        }
-    }
-}
-
-/// A version handed to the commit thread, and where its root goes.
-type Job = (u64, Ops, mpsc::Sender<Result<Hash, String>>);
 
 /// The RocksDB-layered backend.
 pub(crate) struct RocksBackend {
-    shared: Arc<Shared>,
-    tx: Mutex<Option<mpsc::SyncSender<Job>>>,
-    next: Mutex<u64>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    store: Arc<Store>,
+    commits: CommitThread,
     settings: String,
 }
 
@@ -765,112 +661,54 @@ impl RocksBackend {
         direct_io: bool,
         retain: Option<u64>,
     ) -> Result<RocksBackend> {
-        let cache = Cache::new_lru_cache(cache_bytes);
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.increase_parallelism(2);
-        opts.set_max_background_jobs(2);
-        opts.set_bytes_per_sync(1 << 20);
-        opts.set_use_direct_reads(direct_io);
-        opts.enable_statistics();
-        let cfs = vec![
-            ColumnFamilyDescriptor::new(NODES, cf_options(&cache, false)),
-            ColumnFamilyDescriptor::new(VALUES, cf_options(&cache, true)),
-            ColumnFamilyDescriptor::new(STALE, cf_options(&cache, false)),
-            ColumnFamilyDescriptor::new(META, cf_options(&cache, false)),
-        ];
-        let db = DB::open_cf_descriptors(&opts, dir, cfs)
-            .with_context(|| format!("opening RocksDB in {}", dir.display()))?;
-        let store = Store { db };
-        let mut latest = 0;
-        {
-            let mut it = store.db.raw_iterator_cf(store.cf(META)?);
-            it.seek_to_last();
-            if let Some(k) = it.key() {
-                latest = u64::from_be_bytes(k.try_into()?);
-            }
-        }
-        let shared = Arc::new(Shared {
-            store,
-            progress: Mutex::new(Progress {
-                done: latest,
-                floor: 0,
-                failed: None,
-            }),
-            cond: Condvar::new(),
-            opts,
-        });
-        let (tx, rx) = mpsc::sync_channel::<Job>(4);
-        let worker = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("rocksdb-commit".into())
-            .spawn(move || {
-                for (version, ops, reply) in rx {
-                    let r = worker.store.commit(version, ops).and_then(|root| {
-                        if let Some(keep) = retain {
-                            let floor = (version + 1).saturating_sub(keep);
-                            if floor > worker.progress.lock().floor {
-                                worker.progress.lock().floor = floor;
-                                worker.store.prune(floor)?;
-                            }
-                        }
-                        Ok(root)
-                    });
-                    let mut p = worker.progress.lock();
-                    match &r {
-                        Ok(_) => p.done = version,
-                        Err(e) => p.failed = Some(format!("{e:#}")),
+        let tuned = TunedDb::open(
+            "rocksdb baseline",
+            dir,
+            cache_bytes,
+            direct_io,
+            &[(NODES, false), (VALUES, true)],
+        )?;
+        let store = Arc::new(Store { tuned });
+        let latest = store.tuned.latest()?;
+        let worker = store.clone();
+        let commits = CommitThread::start(
+            "rocksdb baseline",
+            latest,
+            Box::new(move |version, ops, progress: &CommitProgress| {
+                let root = worker.commit(version, ops)?;
+                if let Some(keep) = retain {
+                    let floor = (version + 1).saturating_sub(keep);
+                    if progress.raise_floor(floor) {
+                        worker.prune(floor)?;
                     }
-                    drop(p);
-                    worker.cond.notify_all();
-                    let _ = reply.send(r.map_err(|e| format!("{e:#}")));
                 }
-            })?;
+                Ok(root)
+            }),
+        )?;
         Ok(RocksBackend {
-            shared,
-            tx: Mutex::new(Some(tx)),
-            next: Mutex::new(latest + 1),
-            thread: Mutex::new(Some(thread)),
-            settings: settings(cache_bytes, direct_io),
+            store,
+            commits,
+            settings: rocks_tuning::settings(cache_bytes, direct_io),
         })
     }
 }
 
-struct RocksPending {
-    version: u64,
-    reply: mpsc::Receiver<Result<Hash, String>>,
-}
-
-impl Pending for RocksPending {
-    fn version(&self) -> u64 {
-        self.version
-    }
-
-    fn wait(self: Box<Self>) -> Result<Hash> {
-        self.reply
-            .recv()
-            .map_err(|_| anyhow!("rocksdb baseline: the commit thread stopped"))?
-            .map_err(|e| anyhow!("rocksdb baseline: {e}"))
-    }
-}
-
 struct RocksReader {
-    shared: Arc<Shared>,
+    store: Arc<Store>,
     version: u64,
 }
 
 impl Reader for RocksReader {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.shared.store.get(key, self.version)
+        self.store.get(key, self.version)
     }
 
-    fn prove(&self, key: &[u8]) -> Result<Proof> {
-        self.shared.store.prove(key, self.version)
+    fn prove(&self, key: &[u8]) -> Result<Box<dyn BenchProof>> {
+        Ok(Box::new(self.store.prove(key, self.version)?))
     }
 
     fn root(&self) -> Result<Hash> {
-        self.shared.store.root(self.version)
+        self.store.root(self.version)
     }
 }
 
@@ -884,42 +722,28 @@ impl Backend for RocksBackend {
     }
 
     fn commit(&self, ops: Ops) -> Result<Box<dyn Pending>> {
-        let mut next = self.next.lock();
-        let version = *next;
-        let (reply, rx) = mpsc::channel();
-        self.tx
-            .lock()
-            .as_ref()
-            .ok_or_else(|| anyhow!("rocksdb baseline: closed"))?
-            .send((version, ops, reply))
-            .map_err(|_| anyhow!("rocksdb baseline: the commit thread stopped"))?;
-        *next += 1;
-        Ok(Box::new(RocksPending { version, reply: rx }))
+        self.commits.commit(ops)
     }
 
     fn reader(&self, version: u64) -> Result<Arc<dyn Reader>> {
         // Only written versions can be read: wait for it.
-        self.shared.wait_for(version)?;
-        let floor = self.shared.progress.lock().floor;
-        if version < floor || version == 0 {
+        let progress = self.commits.progress();
+        progress.wait_for(version)?;
+        if version < progress.floor() || version == 0 {
             bail!("rocksdb baseline: version {version} is not retained");
         }
         Ok(Arc::new(RocksReader {
-            shared: self.shared.clone(),
+            store: self.store.clone(),
             version,
         }))
     }
 
     fn oldest(&self) -> u64 {
-        self.shared.progress.lock().floor.max(1)
+        self.commits.progress().floor().max(1)
     }
 
     fn disk_reads(&self) -> Option<u64> {
-        Some(
-            self.shared
-                .opts
-                .get_ticker_count(rocksdb::statistics::Ticker::BlockCacheMiss),
-        )
+        Some(self.store.tuned.block_cache_misses())
     }
 
     fn reads_staged(&self) -> bool {
@@ -927,15 +751,8 @@ impl Backend for RocksBackend {
     }
 
     fn close(&self) -> Result<()> {
-        drop(self.tx.lock().take());
-        if let Some(t) = self.thread.lock().take() {
-            t.join()
-                .map_err(|_| anyhow!("rocksdb baseline: the commit thread panicked"))?;
-        }
-        if let Some(e) = &self.shared.progress.lock().failed {
-            bail!("rocksdb baseline: {e}");
-        }
-        self.shared.store.db.flush_wal(true)?;
+        self.commits.close()?;
+        self.store.tuned.db.flush_wal(true)?;
         Ok(())
     }
 }
@@ -947,7 +764,6 @@ mod tests {
 
     use super::*;
     use crate::backend::MemoryBackend;
-    use verity::{value_hash, verify};
 
     /// Small key sets and skewed batches, so leaves move down and up,
     /// subtrees empty and refill and keys come back after deletes: every
@@ -1004,12 +820,8 @@ mod tests {
                     let p = r.prove(k).expect("prove");
                     assert_eq!(p.encode(), m.prove(k).expect("prove").encode(), "v{at}");
                     let value = r.get(k).expect("get");
-                    verify(
-                        &r.root().expect("root"),
-                        &p,
-                        &[(key_hash(k), value.as_ref().map(|v| value_hash(v)))],
-                    )
-                    .expect("verifies");
+                    p.verify(&r.root().expect("root"), k, value.as_deref())
+                        .expect("verifies");
                 }
             }
             if oldest > 1 {
@@ -1040,9 +852,9 @@ mod tests {
         rocks.close().expect("close");
         // With one version retained, what is left is exactly the latest
         // trie: its nodes and one value entry per live key.
-        let store = &rocks.shared.store;
+        let store = &rocks.store;
         let count = |cf: &str| {
-            let mut it = store.db.raw_iterator_cf(store.cf(cf).expect("cf"));
+            let mut it = store.tuned.db.raw_iterator_cf(store.cf(cf).expect("cf"));
             it.seek_to_first();
             let mut n = 0;
             while it.valid() {
@@ -1051,7 +863,7 @@ mod tests {
             }
             n
         };
-        let latest = rocks.shared.progress.lock().done;
+        let latest = rocks.commits.progress().done();
         let reader = rocks.reader(latest).expect("reader");
         let live = (0..100u8)
             .filter(|k| reader.get(&[*k]).expect("get").is_some())
