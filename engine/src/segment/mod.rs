@@ -137,3 +137,51 @@ pub(crate) struct IndexEntry {
     pub offset: u64,
     pub len: u32,
 }
+
+/// The first 8 bytes of `key` as a big-endian integer, zero-padded. Zero
+/// is the least byte, so `key_prefix(a) < key_prefix(b)` implies `a < b`
+/// in byte order; equal prefixes decide nothing.
+pub(crate) fn key_prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::key_prefix;
+
+    /// An index search decides on prefixes alone only where they differ,
+    /// so a smaller prefix must mean a smaller key: keys of every length
+    /// from a small alphabet (zero bytes, shared prefixes, one key the
+    /// prefix of another), compared pair by pair.
+    #[test]
+    fn a_smaller_prefix_means_a_smaller_key() {
+        let seed = verity_testkit::seed("a_smaller_prefix_means_a_smaller_key");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let keys: Vec<Vec<u8>> = (0..400)
+            .map(|_| {
+                let len = rng.gen_range(0..12);
+                (0..len)
+                    .map(|_| [0u8, 1, 0xff][rng.gen_range(0..3)])
+                    .collect()
+            })
+            .collect();
+        for a in &keys {
+            for b in &keys {
+                if key_prefix(a) < key_prefix(b) {
+                    assert!(a < b, "{a:?} {b:?} (seed {seed})");
+                }
+                if a == b {
+                    assert_eq!(key_prefix(a), key_prefix(b));
+                }
+            }
+        }
+        assert_eq!(key_prefix(b"ab"), key_prefix(b"ab\0"));
+        assert!(key_prefix(b"ab") < key_prefix(b"ab\0\x01"));
+    }
+}

@@ -10,7 +10,7 @@ use verity_codec::reader::Reader;
 
 use super::block::{cmp_entry, Block};
 use super::filter::Filter;
-use super::{Footer, IndexEntry, SegmentMeta, FOOTER_LEN};
+use super::{key_prefix, Footer, IndexEntry, SegmentMeta, FOOTER_LEN};
 use crate::cache::BlockCache;
 use crate::error::{EngineError, Result};
 use crate::io::{IoBackend, IoFile, ReadRequest};
@@ -28,6 +28,11 @@ pub struct Segment {
     path: PathBuf,
     file: Arc<dyn IoFile>,
     index: Vec<IndexEntry>,
+    /// [`key_prefix`] of each index entry's last key, densely, so a
+    /// lookup's binary search touches 8 bytes an entry (not a whole entry
+    /// and its key's allocation) and compares whole keys only where the
+    /// first 8 bytes tie.
+    prefixes: Vec<u64>,
     filter: Filter,
 }
 
@@ -89,11 +94,13 @@ impl Segment {
         let index_bytes = read_frame(footer.index_off, footer.index_len)?;
         let index = parse_index(&index_bytes, footer.filter_off)
             .map_err(|d| corrupt(footer.index_off, d))?;
+        let prefixes = index.iter().map(|e| key_prefix(&e.last_key)).collect();
         Ok(Segment {
             meta,
             path: path.to_path_buf(),
             file,
             index,
+            prefixes,
             filter,
         })
     }
@@ -121,6 +128,7 @@ impl Segment {
                 .iter()
                 .map(|e| e.last_key.len() + 40)
                 .sum::<usize>()
+            + self.prefixes.len() * std::mem::size_of::<u64>()
     }
 
     /// The block that would hold the newest entry of `key` at or below
@@ -129,9 +137,14 @@ impl Segment {
         if version < self.meta.min_version || !self.filter.may_contain(hash) {
             return None;
         }
-        let i = self
-            .index
-            .partition_point(|e| cmp_entry(&e.last_key, e.last_version, key, version).is_lt());
+        // A smaller prefix means a smaller key and a larger one a larger
+        // key; only the run of equal prefixes needs whole comparisons.
+        let prefix = key_prefix(key);
+        let lo = self.prefixes.partition_point(|p| *p < prefix);
+        let ties = self.prefixes[lo..].partition_point(|p| *p == prefix);
+        let i = lo
+            + self.index[lo..lo + ties]
+                .partition_point(|e| cmp_entry(&e.last_key, e.last_version, key, version).is_lt());
         (i < self.index.len()).then_some(i)
     }
 
