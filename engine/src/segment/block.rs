@@ -135,15 +135,28 @@ impl Block {
         self.raw.len()
     }
 
-    /// Entry `i` (< `len()`).
-    pub fn entry(&self, i: usize) -> Result<EntryRef<'_>, CodecError> {
+    /// A reader over entry `i` (< `len()`).
+    fn entry_reader(&self, i: usize) -> Reader<'_> {
         let start = u32_at(&self.raw, self.table + 4 * i) as usize;
         let end = if i + 1 < self.count {
             u32_at(&self.raw, self.table + 4 * (i + 1)) as usize
         } else {
             self.table
         };
-        let mut r = Reader::with_base(&self.raw[start..end], "segment entry", start);
+        Reader::with_base(&self.raw[start..end], "segment entry", start)
+    }
+
+    /// The key and version of entry `i` (< `len()`), without parsing its
+    /// record: what a search compares.
+    fn key_version(&self, i: usize) -> Result<(&[u8], u64), CodecError> {
+        let mut r = self.entry_reader(i);
+        let key = r.bytes(MAX_KEY as u64 + 1)?;
+        Ok((key, r.u64()?))
+    }
+
+    /// Entry `i` (< `len()`).
+    pub fn entry(&self, i: usize) -> Result<EntryRef<'_>, CodecError> {
+        let mut r = self.entry_reader(i);
         let key = r.bytes(MAX_KEY as u64 + 1)?;
         let version = r.u64()?;
         let record = match r.u8()? {
@@ -168,8 +181,8 @@ impl Block {
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let e = self.entry(mid)?;
-            if cmp_entry(e.key, e.version, key, version) == Ordering::Less {
+            let (k, v) = self.key_version(mid)?;
+            if cmp_entry(k, v, key, version) == Ordering::Less {
                 lo = mid + 1;
             } else {
                 hi = mid;
