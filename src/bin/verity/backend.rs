@@ -426,6 +426,23 @@ impl CommitProgress {
         self.progress.lock().floor
     }
 
+    /// The oldest version a reader may ask for (at least 1).
+    #[cfg(feature = "rocksdb")]
+    pub(crate) fn oldest(&self) -> u64 {
+        self.floor().max(1)
+    }
+
+    /// Waits until `version` is durable, then checks that it is still
+    /// retained: what a reader of a store with pruning needs first.
+    #[cfg(feature = "rocksdb")]
+    pub(crate) fn wait_retained(&self, version: u64) -> Result<()> {
+        self.wait_for(version)?;
+        if version < self.floor() || version == 0 {
+            bail!("{}: version {version} is not retained", self.name);
+        }
+        Ok(())
+    }
+
     /// Raises the oldest readable version to `floor`, before the versions
     /// below it are deleted (readers asking for them from then on are
     /// refused); false if it already was at least that.

@@ -315,11 +315,7 @@ impl Backend for JmtBackend {
 
     fn reader(&self, version: u64) -> Result<Arc<dyn Reader>> {
         // Only written versions can be read: wait for it.
-        let progress = self.commits.progress();
-        progress.wait_for(version)?;
-        if version < progress.floor() || version == 0 {
-            bail!("jmt backend: version {version} is not retained");
-        }
+        self.commits.progress().wait_retained(version)?;
         Ok(Arc::new(JmtReader {
             store: self.store.clone(),
             version,
@@ -327,7 +323,7 @@ impl Backend for JmtBackend {
     }
 
     fn oldest(&self) -> u64 {
-        self.commits.progress().floor().max(1)
+        self.commits.progress().oldest()
     }
 
     fn disk_reads(&self) -> Option<u64> {

@@ -727,11 +727,7 @@ impl Backend for RocksBackend {
 
     fn reader(&self, version: u64) -> Result<Arc<dyn Reader>> {
         // Only written versions can be read: wait for it.
-        let progress = self.commits.progress();
-        progress.wait_for(version)?;
-        if version < progress.floor() || version == 0 {
-            bail!("rocksdb baseline: version {version} is not retained");
-        }
+        self.commits.progress().wait_retained(version)?;
         Ok(Arc::new(RocksReader {
             store: self.store.clone(),
             version,
@@ -739,7 +735,7 @@ impl Backend for RocksBackend {
     }
 
     fn oldest(&self) -> u64 {
-        self.commits.progress().floor().max(1)
+        self.commits.progress().oldest()
     }
 
     fn disk_reads(&self) -> Option<u64> {
