@@ -87,10 +87,10 @@ pub struct Wal {
 
 /// Where the two synced-mark slots sit in the header: in different
 /// sectors, written in turn, so a write torn anywhere leaves the other.
-const SLOTS: [usize; 2] = [16, 512];
+pub const SLOTS: [usize; 2] = [16, 512];
 /// Bytes of a slot: `synced u64 LE | crc32c(slot index u8, synced) u32 LE
 /// | 4 zero bytes`.
-const SLOT_LEN: usize = 16;
+pub const SLOT_LEN: usize = 16;
 
 /// Slot `index` holding mark `synced`.
 fn slot(index: usize, synced: u64) -> [u8; SLOT_LEN] {

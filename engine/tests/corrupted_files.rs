@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use verity_engine::check::check_dir;
 use verity_engine::io::IoBackend;
 use verity_engine::sim::{CrashMode, SimDisk};
-use verity_engine::wal::HEADER_LEN;
+use verity_engine::wal::{HEADER_LEN, SLOTS, SLOT_LEN};
 use verity_engine::{Engine, EngineError};
 
 /// Reads every key at a sample of versions; each read is right or a
@@ -88,7 +88,7 @@ fn damage_to_any_file_is_detected_never_returned() {
                 // slot alone is no damage); everything else is covered by
                 // a checksum. The reads below must still be right.
                 let wal = name.ends_with(".wal");
-                let in_a_slot = [16..32, 512..528].iter().any(|r| r.contains(&at));
+                let in_a_slot = SLOTS.iter().any(|&s| (s..s + SLOT_LEN).contains(&at));
                 assert!(wal && (cut || in_a_slot), "{what}: check found nothing");
             } else {
                 detected += 1;

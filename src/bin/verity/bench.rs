@@ -1125,45 +1125,40 @@ fn history(backend: &dyn Backend, c: &Config, gen: &Gen, latest: u64, run: &mut 
     let n = (c.proofs / 4).max(1);
     for (i, age) in [0u64, 25, 50, 75, 100].into_iter().enumerate() {
         let v = latest - (latest - oldest) * age / 100;
-        let w = Workload::History;
-        if age > 0 && !backend.history() {
-            // Latest version only: no figures for older ones.
-            let m = &mut run.metrics;
-            m.push(Metric::opt(
-                w,
-                &format!("reads_per_s_age_{age}"),
-                &format!("reads/s at {age}% of history back"),
-                None,
-            ));
-            m.push(Metric::opt(
-                w,
-                &format!("proofs_per_s_age_{age}"),
-                &format!("proofs/s at {age}% of history back"),
-                None,
-            ));
-            continue;
-        }
-        let reader = backend.reader(v)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(c.seed ^ 0x4157 ^ i as u64);
-        let start = Instant::now();
-        for _ in 0..n {
-            let k = &gen.live[pick(&mut rng, gen.live.len(), c.zipf)];
-            std::hint::black_box(reader.get(k)?);
-        }
-        let reads = n as f64 / start.elapsed().as_secs_f64();
-        let (proofs, _, _, _) = prove_at(backend, gen, v, n, c.seed ^ 0x4158 ^ i as u64, c.zipf)?;
+        // A backend of the latest version only has no figures for older
+        // ones.
+        let figures = if age > 0 && !backend.history() {
+            None
+        } else {
+            let reader = backend.reader(v)?;
+            let mut rng = ChaCha8Rng::seed_from_u64(c.seed ^ 0x4157 ^ i as u64);
+            let start = Instant::now();
+            for _ in 0..n {
+                let k = &gen.live[pick(&mut rng, gen.live.len(), c.zipf)];
+                std::hint::black_box(reader.get(k)?);
+            }
+            let reads = n as f64 / start.elapsed().as_secs_f64();
+            let (proofs, _, _, _) =
+                prove_at(backend, gen, v, n, c.seed ^ 0x4158 ^ i as u64, c.zipf)?;
+            Some((reads, proofs))
+        };
+        let at = if figures.is_some() {
+            format!(" (v{v})")
+        } else {
+            String::new()
+        };
         let m = &mut run.metrics;
-        m.push(Metric::new(
-            w,
+        m.push(Metric::opt(
+            Workload::History,
             &format!("reads_per_s_age_{age}"),
-            &format!("reads/s at {age}% of history back (v{v})"),
-            reads,
+            &format!("reads/s at {age}% of history back{at}"),
+            figures.map(|f| f.0),
         ));
-        m.push(Metric::new(
-            w,
+        m.push(Metric::opt(
+            Workload::History,
             &format!("proofs_per_s_age_{age}"),
             &format!("proofs/s at {age}% of history back"),
-            proofs,
+            figures.map(|f| f.1),
         ));
     }
     Ok(())
