@@ -549,8 +549,18 @@ fn open_backend(kind: Kind, c: &Config, dir: Option<&Path>) -> Result<Box<dyn Ba
 }
 
 /// Runs every workload on one backend; its roots are checked against the
-/// first of `earlier` of the same trie family.
-fn run_backend(kind: Kind, c: &Config, base: &Path, earlier: &[Run]) -> Result<Run> {
+/// first of `earlier` of the same trie family. With `remove_after` (the
+/// bench's own temporary directory) the backend's store is deleted once
+/// its figures are taken, so the disk holds one backend's store at a time
+/// (at 10M keys the four backends together need more than most hosts
+/// have free).
+fn run_backend(
+    kind: Kind,
+    c: &Config,
+    base: &Path,
+    earlier: &[Run],
+    remove_after: bool,
+) -> Result<Run> {
     let dir = (kind != Kind::Memory).then(|| base.join(format!("{kind:?}").to_lowercase()));
     if let Some(d) = &dir {
         if d.exists() && std::fs::read_dir(d)?.next().is_some() {
@@ -594,6 +604,9 @@ fn run_backend(kind: Kind, c: &Config, base: &Path, earlier: &[Run]) -> Result<R
     let closed = backend.close();
     r?;
     closed?;
+    if let (true, Some(d)) = (remove_after, &dir) {
+        std::fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+    }
     run.roots = roots.mine.lock().clone();
     run.series.disk_bytes = roots.disk.lock().clone();
     Ok(run)
@@ -1208,7 +1221,7 @@ pub(crate) fn bench(args: BenchArgs, c: Config) -> Result<()> {
     };
     let mut runs: Vec<Run> = Vec::new();
     for k in kinds {
-        let run = run_backend(k, &c, &base, &runs)?;
+        let run = run_backend(k, &c, &base, &runs, args.dir.is_none())?;
         let first = runs.iter().find(|r| r.family == run.family);
         if let (Some(first), Some(d)) = (first, run.proof_digest) {
             if first.proof_digest.is_some_and(|f| f != d) {
