@@ -266,6 +266,8 @@ fn bad_arguments_give_one_line_and_exit_code_2() {
         &["bench", "--threads", "0"],
         &["bench", "--zipf", "-1"],
         &["bench", "--retain", "0"],
+        &["bench", "--block-cache-percent", "0"],
+        &["bench", "--block-cache-percent", "100"],
         &["bench", "--preset", "huge"],
         &["inspect"],
         &["nosuch"],
