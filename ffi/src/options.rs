@@ -46,8 +46,7 @@ pub unsafe extern "C" fn verity_options_set_cache_bytes(o: *mut verity_options, 
         // no other thread during the call.
         if let Some(o) = unsafe { o.as_mut() } {
             let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
-            o.opts.cache_bytes = bytes / 4;
-            o.opts.page_cache_bytes = bytes - bytes / 4;
+            o.opts.split_cache(bytes, 25);
         }
     })
 }

@@ -85,6 +85,12 @@ pub struct Block {
     table: usize,
 }
 
+/// The key and version at the start of an entry.
+fn read_key_version<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], u64), CodecError> {
+    let key = r.bytes(MAX_KEY as u64 + 1)?;
+    Ok((key, r.u64()?))
+}
+
 fn u32_at(raw: &[u8], at: usize) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&raw[at..at + 4]);
@@ -149,16 +155,13 @@ impl Block {
     /// The key and version of entry `i` (< `len()`), without parsing its
     /// record: what a search compares.
     fn key_version(&self, i: usize) -> Result<(&[u8], u64), CodecError> {
-        let mut r = self.entry_reader(i);
-        let key = r.bytes(MAX_KEY as u64 + 1)?;
-        Ok((key, r.u64()?))
+        read_key_version(&mut self.entry_reader(i))
     }
 
     /// Entry `i` (< `len()`).
     pub fn entry(&self, i: usize) -> Result<EntryRef<'_>, CodecError> {
         let mut r = self.entry_reader(i);
-        let key = r.bytes(MAX_KEY as u64 + 1)?;
-        let version = r.u64()?;
+        let (key, version) = read_key_version(&mut r)?;
         let record = match r.u8()? {
             0 => RecordRef::Put(r.bytes(MAX_VALUE as u64)?),
             1 => RecordRef::Delete,

@@ -513,8 +513,7 @@ fn open_backend(kind: Kind, c: &Config, dir: Option<&Path>) -> Result<Box<dyn Ba
         Kind::Verity => {
             let dir = dir.ok_or_else(|| anyhow!("verity needs a directory"))?;
             let mut opts = Options::default();
-            opts.cache_bytes = cache / 100 * c.block_cache_percent;
-            opts.page_cache_bytes = cache - opts.cache_bytes;
+            opts.split_cache(cache, c.block_cache_percent);
             opts.direct_io = c.direct_io;
             opts.retain_versions = c.retain;
             Ok(Box::new(VerityBackend::open(dir, opts)?))
