@@ -22,7 +22,11 @@ fn page(seed: u8, leaves: u16) -> PageImage {
             ))
         })
         .collect();
-    PageImage { levels: 2, entries }
+    PageImage {
+        levels: 2,
+        entries,
+        hashes: Vec::new(),
+    }
 }
 
 fn benches(c: &mut Criterion) {

@@ -865,6 +865,16 @@ impl Snapshot {
         Ok(trie.prove_range(self.version, from, limit)?)
     }
 
+    /// Walks every trie page of the version and recomputes every hash that
+    /// reading a page trusts (the subtree hashes a page's record stores and
+    /// the child page references); returns the number of pages. What
+    /// `verity check` runs; a damaged page is a corruption error.
+    pub fn check_pages(&self) -> Result<usize> {
+        self.shared.wait_merkleized(self.version)?;
+        let trie = Trie::with_policy(&self.shared.source, self.shared.opts.delta_policy);
+        Ok(trie.check_pages(self.version)?)
+    }
+
     /// Up to `limit` entries with key hash `>= from`, in key-hash order,
     /// with their original keys.
     pub fn iter_from(&self, from: &KeyHash, limit: usize) -> Result<Vec<Entry>> {

@@ -21,6 +21,7 @@
 //!         SlotPos::new(1, 0x3).unwrap(),
 //!         Terminal::Leaf { key_hash: [0x31; 32], value_hash: [7; 32] },
 //!     )],
+//!     hashes: Vec::new(), // no slot of this page is an internal node
 //! };
 //! let bytes = PageRecord::Base(page.clone()).encode();
 //! assert_eq!(PageRecord::decode(&bytes)?, PageRecord::Base(page));

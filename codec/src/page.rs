@@ -10,25 +10,36 @@
 //! written.
 //!
 //! ```text
-//! record := format u8 (=1) | kind u8 | body
-//!   kind 1 base    body := levels u8 | count varint | count * (pos u16 LE | terminal)
-//!   kind 2 delta   body := levels u8 | count varint | count * (pos u16 LE | change)
+//! record := format u8 (=2) | kind u8 | body
+//!   kind 1 base    body := levels u8 | count varint | count * (pos u16 LE | terminal) | hashes
+//!   kind 2 delta   body := levels u8 | count varint | count * (pos u16 LE | change) | hashes
 //!   kind 3 removed body := (nothing)
 //! terminal := 1 | key_hash[32] | value_hash[32]      (leaf)
 //!           | 2 | child_hash[32]                     (child page)
 //! change   := 0 (slot becomes empty) | terminal
+//! hashes   := mask u16 LE | popcount(mask) * hash[32]
 //! ```
 //!
+//! `hashes` carries the hashes of page-root slots that are internal nodes
+//! (bit `n` of the mask: slot `n`): all of them in a base, those the delta
+//! changes in a delta. A reader builds a page without recomputing those
+//! subtrees. Format 1, still read, is format 2 without `hashes`.
+//!
 //! Positions are strictly increasing. The decoder checks the format byte,
-//! the kinds and tags, the position ranges and order; the trie checks the
-//! shape (no terminal below a leaf, leaf paths matching their positions).
+//! the kinds and tags, the position ranges and order, and that every stored
+//! hash names a slot the record can hold an internal node in; the trie
+//! checks the shape (no terminal below a leaf, leaf paths matching their
+//! positions).
 
 use crate::error::{CodecError, Result};
 use crate::reader::{put_u16, Reader};
 use crate::varint;
 
-/// The page record format this build writes and reads.
-pub const PAGE_FORMAT: u8 = 1;
+/// The page record format this build writes (and reads).
+pub const PAGE_FORMAT: u8 = 2;
+
+/// The first page record format, without stored slot hashes: still read.
+pub const PAGE_FORMAT_1: u8 = 1;
 
 /// The most nibble levels a page may span (positions must fit a `u16`).
 pub const MAX_PAGE_LEVELS: u8 = 3;
@@ -114,6 +125,10 @@ pub enum Terminal {
     },
 }
 
+/// Stored hashes of page-root slots that are internal nodes, as
+/// `(slot, hash)` ordered by slot, each slot once.
+pub type SlotHashes = Vec<(u8, Hash32)>;
+
 /// The full content of one page.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PageImage {
@@ -121,6 +136,10 @@ pub struct PageImage {
     pub levels: u8,
     /// The terminals, ordered by position, each position once.
     pub entries: Vec<(SlotPos, Terminal)>,
+    /// The hashes of page-root slots that are internal nodes, where known
+    /// (a writer stores all of them; a reader computes any that is
+    /// missing).
+    pub hashes: SlotHashes,
 }
 
 /// The changes that turn one version of a page into the next.
@@ -131,6 +150,9 @@ pub struct PageDelta {
     /// Changed slots ordered by position: the new terminal, or `None` where
     /// a terminal was removed.
     pub changes: Vec<(SlotPos, Option<Terminal>)>,
+    /// The new hashes of page-root slots that the changes touch and that
+    /// are internal nodes afterwards.
+    pub hashes: SlotHashes,
 }
 
 /// What is stored under `(page path, version)`.
@@ -177,7 +199,15 @@ impl PageDelta {
         PageDelta {
             levels: new.levels,
             changes,
+            hashes: SlotHashes::new(),
         }
+    }
+
+    /// The page-root slots the changes touch (bit `n` = slot `n`).
+    pub fn touched_slots(&self) -> u16 {
+        self.changes
+            .iter()
+            .fold(0, |m, (pos, _)| m | 1 << pos.nibble(0))
     }
 
     /// Applies the delta to `base`, which must span the same levels.
@@ -225,11 +255,54 @@ impl PageDelta {
                 (None, None) => break,
             }
         }
+        // A slot the delta touches keeps only the hash the delta stores.
+        let touched = self.touched_slots();
+        let mut hashes: SlotHashes = base
+            .hashes
+            .iter()
+            .filter(|(n, _)| touched & (1 << n) == 0)
+            .chain(self.hashes.iter())
+            .copied()
+            .collect();
+        hashes.sort_unstable_by_key(|h| h.0);
         Ok(PageImage {
             levels: self.levels,
             entries,
+            hashes,
         })
     }
+}
+
+/// The page-root slots that hold a terminal two levels down or deeper,
+/// the only slots that can be internal nodes (bit `n` = slot `n`).
+fn deep_slots<'a, T: 'a>(entries: impl Iterator<Item = &'a (SlotPos, T)>) -> u16 {
+    entries
+        .filter(|(pos, _)| pos.depth() >= 2)
+        .fold(0, |m, (pos, _)| m | 1 << pos.nibble(0))
+}
+
+fn put_hashes(out: &mut Vec<u8>, hashes: &SlotHashes) {
+    let mask = hashes.iter().fold(0u16, |m, (n, _)| m | 1 << n);
+    put_u16(out, mask);
+    for (_, h) in hashes {
+        out.extend_from_slice(h);
+    }
+}
+
+/// Reads a `hashes` field whose slots must all be in `allowed`.
+fn get_hashes(r: &mut Reader<'_>, allowed: u16) -> Result<SlotHashes> {
+    let at = r.position();
+    let mask = r.u16()?;
+    if mask & !allowed != 0 {
+        return Err(r.corrupt_at(at, "a stored hash names a slot that holds no internal node"));
+    }
+    let mut hashes = SlotHashes::with_capacity(mask.count_ones() as usize);
+    for n in 0..16u8 {
+        if mask & (1 << n) != 0 {
+            hashes.push((n, r.array()?));
+        }
+    }
+    Ok(hashes)
 }
 
 fn put_terminal(out: &mut Vec<u8>, t: &Terminal) {
@@ -278,7 +351,7 @@ impl PageRecord {
         out.push(PAGE_FORMAT);
         match self {
             PageRecord::Base(page) => {
-                out.reserve(2 + varint::MAX_LEN + page.entries.len() * 67);
+                out.reserve(4 + varint::MAX_LEN + page.entries.len() * 67 + page.hashes.len() * 32);
                 out.push(KIND_BASE);
                 out.push(page.levels);
                 varint::put(out, page.entries.len() as u64);
@@ -286,6 +359,7 @@ impl PageRecord {
                     put_u16(out, pos.raw());
                     put_terminal(out, t);
                 }
+                put_hashes(out, &page.hashes);
             }
             PageRecord::Delta(delta) => {
                 out.push(KIND_DELTA);
@@ -298,6 +372,7 @@ impl PageRecord {
                         None => out.push(TAG_EMPTY),
                     }
                 }
+                put_hashes(out, &delta.hashes);
             }
             PageRecord::Removed => out.push(KIND_REMOVED),
         }
@@ -306,14 +381,15 @@ impl PageRecord {
     /// True when `bytes` start like a delta record (format and kind bytes
     /// only; the rest is not checked).
     pub fn is_delta(bytes: &[u8]) -> bool {
-        bytes.get(..2) == Some(&[PAGE_FORMAT, KIND_DELTA])
+        matches!(bytes, [PAGE_FORMAT | PAGE_FORMAT_1, KIND_DELTA, ..])
     }
 
-    /// Decodes a record from untrusted bytes.
+    /// Decodes a record from untrusted bytes, of this format or format 1
+    /// (which stores no hashes).
     pub fn decode(bytes: &[u8]) -> Result<PageRecord> {
         let mut r = Reader::new(bytes, "page record");
         let format = r.u8()?;
-        if format != PAGE_FORMAT {
+        if format != PAGE_FORMAT && format != PAGE_FORMAT_1 {
             return Err(CodecError::UnsupportedFormat {
                 what: "page record",
                 found: format,
@@ -347,7 +423,16 @@ impl PageRecord {
                         let tag = r.u8()?;
                         entries.push((pos, get_terminal(&mut r, tag, pos, levels)?));
                     }
-                    PageRecord::Base(PageImage { levels, entries })
+                    let hashes = if format == PAGE_FORMAT {
+                        get_hashes(&mut r, deep_slots(entries.iter()))?
+                    } else {
+                        SlotHashes::new()
+                    };
+                    PageRecord::Base(PageImage {
+                        levels,
+                        entries,
+                        hashes,
+                    })
                 } else {
                     let mut changes = Vec::with_capacity(count);
                     for _ in 0..count {
@@ -360,7 +445,22 @@ impl PageRecord {
                         };
                         changes.push((pos, change));
                     }
-                    PageRecord::Delta(PageDelta { levels, changes })
+                    let mut delta = PageDelta {
+                        levels,
+                        changes,
+                        hashes: SlotHashes::new(),
+                    };
+                    if format == PAGE_FORMAT {
+                        // A delta stores hashes only of slots it changes,
+                        // and a page of one level has no internal slots.
+                        let allowed = if levels >= 2 {
+                            delta.touched_slots()
+                        } else {
+                            0
+                        };
+                        delta.hashes = get_hashes(&mut r, allowed)?;
+                    }
+                    PageRecord::Delta(delta)
                 }
             }
             KIND_REMOVED => PageRecord::Removed,
@@ -406,7 +506,26 @@ mod tests {
                     .keys()
                     .map(|&pos| arb_terminal(pos.depth(), levels).prop_map(move |t| (pos, t)))
                     .collect();
-                strategies.prop_map(move |entries| PageImage { levels, entries })
+                (strategies, any::<u16>(), any::<[u8; 32]>()).prop_map(
+                    move |(entries, pick, seed)| {
+                        // Hashes for some of the slots that can hold an
+                        // internal node.
+                        let deep = deep_slots(entries.iter()) & pick;
+                        let hashes = (0..16u8)
+                            .filter(|n| deep & (1 << n) != 0)
+                            .map(|n| {
+                                let mut h = seed;
+                                h[0] = n;
+                                (n, h)
+                            })
+                            .collect();
+                        PageImage {
+                            levels,
+                            entries,
+                            hashes,
+                        }
+                    },
+                )
             })
         })
     }
@@ -429,11 +548,44 @@ mod tests {
             let record = PageRecord::Base(old.clone());
             prop_assert_eq!(PageRecord::decode(&record.encode()), Ok(record));
             if old.levels == new.levels {
-                let delta = PageDelta::between(&old, &new);
+                let mut delta = PageDelta::between(&old, &new);
+                // The delta carries the new page's hashes of the slots it
+                // touches; the others come from the old page.
+                let touched = delta.touched_slots();
+                delta.hashes = new
+                    .hashes
+                    .iter()
+                    .filter(|(n, _)| touched & (1 << n) != 0)
+                    .copied()
+                    .collect();
                 let record = PageRecord::Delta(delta.clone());
                 prop_assert_eq!(PageRecord::decode(&record.encode()), Ok(record));
-                prop_assert_eq!(delta.apply(&old), Ok(new));
+                let applied = delta.apply(&old).expect("apply");
+                prop_assert_eq!(&applied.entries, &new.entries);
+                let mut want: SlotHashes = old
+                    .hashes
+                    .iter()
+                    .filter(|(n, _)| touched & (1 << n) == 0)
+                    .chain(delta.hashes.iter())
+                    .copied()
+                    .collect();
+                want.sort_unstable_by_key(|h| h.0);
+                prop_assert_eq!(applied.hashes, want);
             }
+        }
+
+        #[test]
+        fn format_1_records_still_decode(page in arb_page()) {
+            // A format 1 record is a format 2 record without its hashes.
+            let mut bytes = PageRecord::Base(PageImage { hashes: SlotHashes::new(), ..page.clone() })
+                .encode();
+            bytes.truncate(bytes.len() - 2);
+            bytes[0] = PAGE_FORMAT_1;
+            let record = PageRecord::decode(&bytes).expect("format 1");
+            let PageRecord::Base(image) = &record else { panic!("not a base") };
+            prop_assert_eq!(&image.entries, &page.entries);
+            prop_assert!(image.hashes.is_empty());
+            prop_assert_eq!(PageRecord::decode(&record.encode()), Ok(record.clone()));
         }
 
         #[test]
@@ -472,5 +624,55 @@ mod tests {
             PageRecord::decode(&[1, 1, 4, 0]),
             Err(CodecError::Corrupt { .. })
         ));
+        assert_eq!(PageRecord::decode(&[1, 3]), Ok(PageRecord::Removed));
+        assert!(PageRecord::is_delta(&[1, 2]) && PageRecord::is_delta(&[2, 2]));
+        assert!(!PageRecord::is_delta(&[3, 2]) && !PageRecord::is_delta(&[2]));
+    }
+
+    #[test]
+    fn stored_hashes_must_name_slots_that_can_be_internal() {
+        let leaf = Terminal::Leaf {
+            key_hash: [7; 32],
+            value_hash: [8; 32],
+        };
+        let pos = |d, n| SlotPos::new(d, n).expect("valid");
+        // Slot 3 holds a leaf at depth 1; slot 5 terminals at depth 2.
+        let base = |hashes| {
+            PageRecord::Base(PageImage {
+                levels: 2,
+                entries: vec![
+                    (pos(1, 3), leaf),
+                    (pos(2, 0x51), leaf),
+                    (pos(2, 0x52), leaf),
+                ],
+                hashes,
+            })
+        };
+        let good = base(vec![(5, [9; 32])]);
+        assert_eq!(PageRecord::decode(&good.encode()), Ok(good));
+        for bad in [vec![(3, [9; 32])], vec![(4, [9; 32])]] {
+            assert!(matches!(
+                PageRecord::decode(&base(bad).encode()),
+                Err(CodecError::Corrupt { .. })
+            ));
+        }
+        // A delta names only slots it changes.
+        let delta = |hashes| {
+            PageRecord::Delta(PageDelta {
+                levels: 2,
+                changes: vec![(pos(2, 0x51), None)],
+                hashes,
+            })
+        };
+        let good = delta(vec![(5, [9; 32])]);
+        assert_eq!(PageRecord::decode(&good.encode()), Ok(good));
+        assert!(matches!(
+            PageRecord::decode(&delta(vec![(6, [9; 32])]).encode()),
+            Err(CodecError::Corrupt { .. })
+        ));
+        // The hashes are part of the record: one missing is an error.
+        let mut cut = base(vec![(5, [9; 32])]).encode();
+        cut.truncate(cut.len() - 1);
+        assert!(PageRecord::decode(&cut).is_err());
     }
 }

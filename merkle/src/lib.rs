@@ -92,6 +92,13 @@ impl<S: PageSource> Trie<S> {
         read::leaves(&self.source, version, from, limit)
     }
 
+    /// Walks every page as of `version` and recomputes every hash that
+    /// reading a page trusts (see [`read::check_pages`]); returns the
+    /// number of pages.
+    pub fn check_pages(&self, version: u64) -> Result<usize, MerkleError> {
+        read::check_pages(&self.source, version)
+    }
+
     /// Applies `updates` (strictly sorted by key hash) to the trie as of
     /// `read_version` and returns version `write_version`: its root, the
     /// page records to store and the records it makes stale. The source is

@@ -303,6 +303,13 @@ pub fn rebuild(
         info.delta_bytes += *len as u32;
     }
     let page = Page::from_image(&image, path)?;
+    // Debug builds (the tests) check every stored hash a page is read with.
+    #[cfg(debug_assertions)]
+    page.verify_stored_hashes()
+        .map_err(|detail| MerkleError::CorruptPage {
+            path: *path,
+            detail,
+        })?;
     Ok(Some(VersionedPage {
         version,
         page: Arc::new(page),

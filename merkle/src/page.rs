@@ -1,5 +1,5 @@
 //! A decoded page: a trie subtree of [`PAGE_LEVELS`] nibble levels with
-//! every hash inside it cached.
+//! the hashes inside it cached.
 //!
 //! An internal node keeps the 15 inner hashes of the binary tree over its
 //! 16 slots, so changing one child rehashes 4 binary nodes, and a proof's
@@ -7,10 +7,19 @@
 //! index of its key and value in the page's leaf array, so a node stays
 //! small (40 bytes a slot) however its slots are filled, and copying a
 //! page for an update moves little memory.
+//!
+//! A page's record stores the hashes of the page root's slots that are
+//! internal nodes, so a page read from the store hashes only its root: the
+//! nodes below those slots stay *unhashed* (their slot hash is known, the
+//! hashes inside them are not) until an update changes them (it hashes
+//! them in its copy of the page) or a proof passes through them
+//! ([`Page::hashed_node`]). Only the page root's children are ever
+//! unhashed, and the page root never is.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use verity_codec::page::{PageImage, SlotPos, Terminal};
+use verity_codec::page::{PageImage, SlotHashes, SlotPos, Terminal};
 
 use crate::error::MerkleError;
 use crate::hash::{internal_hash, leaf_hash, nibble, Hash, KeyHash, ValueHash, EMPTY};
@@ -80,12 +89,16 @@ impl Node {
 /// An internal node: 16 slots and the binary hash tree over them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inner {
-    /// The slots, indexed by nibble.
+    /// The slots, indexed by nibble. In an unhashed node (see
+    /// [`Inner::is_hashed`]) the hashes of its leaf slots are not computed.
     pub children: [Node; 16],
     /// Binary tree in heap order: `tree[0]` is the node's hash, the children
     /// of `tree[i]` are `tree[2i+1]` and `tree[2i+2]`, and the children of
     /// `tree[7..15]` are the slot hashes.
     tree: [Hash; 15],
+    /// False while the node's hash is known only from its page's record
+    /// (in the parent slot) and the hashes inside it are not computed.
+    hashed: bool,
 }
 
 impl Default for Inner {
@@ -93,6 +106,7 @@ impl Default for Inner {
         Inner {
             children: [Node::Empty; 16],
             tree: [EMPTY; 15],
+            hashed: true,
         }
     }
 }
@@ -105,10 +119,19 @@ pub(crate) fn heap(level: usize, index: usize) -> usize {
 }
 
 impl Inner {
-    /// The node's hash.
+    /// The node's hash (of a hashed node; an unhashed node's hash is in
+    /// its parent slot).
     #[inline]
     pub fn hash(&self) -> Hash {
         self.tree[0]
+    }
+
+    /// True when every hash inside the node is computed: always, except
+    /// for a page-root child whose hash came from the page's record and
+    /// that nothing has changed or proved since (see the module's notes).
+    #[inline]
+    pub fn is_hashed(&self) -> bool {
+        self.hashed
     }
 
     /// The hash of binary subtree `index` at `level` (0..=4; level 4 is the
@@ -125,6 +148,7 @@ impl Inner {
     /// Recomputes the binary hashes above the slots whose bits are set in
     /// `dirty` (bit `n` = slot `n`).
     pub fn rehash(&mut self, dirty: u16) {
+        debug_assert!(self.hashed, "rehashing inside an unhashed node");
         let mut mask = u32::from(dirty);
         for level in (0..4).rev() {
             let mut next = 0u32;
@@ -252,10 +276,96 @@ impl Page {
         }
     }
 
-    /// The page root's hash.
+    /// The page root's hash (the page root is always hashed).
     #[inline]
     pub fn hash(&self) -> Hash {
         self.nodes[0].hash()
+    }
+
+    /// Internal node `id` with every hash inside it: the node itself, or,
+    /// if it is unhashed, a copy hashed now (what a proof through it
+    /// reads; the page, shared by readers, is left as it is).
+    pub fn hashed_node(&self, id: NodeId) -> Cow<'_, Inner> {
+        let node = self.node(id);
+        if node.hashed {
+            return Cow::Borrowed(node);
+        }
+        let mut copy = *node;
+        for child in copy.children.iter_mut() {
+            match child {
+                Node::Leaf { id, .. } => *child = self.hashed_leaf(*id),
+                Node::Inner { id, hash } => *hash = self.hashed_node(*id).hash(),
+                Node::Empty | Node::Page(_) => {}
+            }
+        }
+        copy.hashed = true;
+        copy.rehash_all();
+        Cow::Owned(copy)
+    }
+
+    /// Computes the hashes inside internal node `id` if it is unhashed, and
+    /// checks the node's hash against `stored` (its parent slot's): what an
+    /// update does before it changes the node.
+    pub(crate) fn ensure_hashed(&mut self, id: NodeId, stored: &Hash) -> Result<(), &'static str> {
+        if self.node(id).hashed {
+            return Ok(());
+        }
+        self.hash_subtree(id);
+        if self.node(id).hash() != *stored {
+            return Err(STORED_HASH_MISMATCH);
+        }
+        Ok(())
+    }
+
+    /// Computes every hash below and of node `id`.
+    fn hash_subtree(&mut self, id: NodeId) {
+        for n in 0..16 {
+            let slot = match self.node(id).children[n] {
+                Node::Inner { id: child, .. } => {
+                    if !self.node(child).hashed {
+                        self.hash_subtree(child);
+                    }
+                    Node::Inner {
+                        id: child,
+                        hash: self.node(child).hash(),
+                    }
+                }
+                Node::Leaf { id: leaf, .. } => self.hashed_leaf(leaf),
+                other => other,
+            };
+            self.node_mut(id).children[n] = slot;
+        }
+        let node = self.node_mut(id);
+        node.hashed = true;
+        node.rehash_all();
+    }
+
+    /// Recomputes every hash that the page's record stored in place of a
+    /// subtree and compares it with the stored one: reading a page trusts
+    /// them (its record is checksummed), a check of the store does not.
+    pub fn verify_stored_hashes(&self) -> Result<(), &'static str> {
+        for child in &self.root().children {
+            if let Node::Inner { id, hash } = child {
+                if !self.node(*id).hashed && self.hashed_node(*id).hash() != *hash {
+                    return Err(STORED_HASH_MISMATCH);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The hashes of the page root's slots in `mask` (bit `n` = slot `n`)
+    /// that are internal nodes: what the page's records store.
+    pub fn slot_hashes(&self, mask: u16) -> SlotHashes {
+        self.root()
+            .children
+            .iter()
+            .enumerate()
+            .filter_map(|(n, c)| match c {
+                Node::Inner { hash, .. } if mask & (1 << n) != 0 => Some((n as u8, *hash)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The page's root node.
@@ -318,6 +428,15 @@ impl Page {
         Node::Leaf { id, hash }
     }
 
+    /// The slot of leaf `id`, with its hash computed.
+    fn hashed_leaf(&self, id: LeafId) -> Node {
+        let l = self.leaf(id);
+        Node::Leaf {
+            id,
+            hash: leaf_hash(&l.key_hash, &l.value_hash),
+        }
+    }
+
     /// Notes that a leaf entry is no longer referred to.
     pub(crate) fn drop_leaf(&mut self) {
         self.dead_leaves += 1;
@@ -371,11 +490,13 @@ impl Page {
         PageImage {
             levels: PAGE_LEVELS as u8,
             entries,
+            hashes: self.slot_hashes(0xffff),
         }
     }
 
-    /// Builds the page at `path` from its stored form, checking its shape and
-    /// computing every hash.
+    /// Builds the page at `path` from its stored form, checking its shape.
+    /// The page root's slots whose hashes the image holds are left unhashed;
+    /// every other hash is computed.
     pub fn from_image(image: &PageImage, path: &PagePath) -> Result<Page, MerkleError> {
         let bad = |detail: &'static str| MerkleError::CorruptPage {
             path: *path,
@@ -420,7 +541,12 @@ impl Page {
                     {
                         return Err(bad("a leaf is not on its key's path"));
                     }
-                    page.put_leaf(&mut None, *key_hash, *value_hash)
+                    // Hashed below, unless the leaf's node stays unhashed.
+                    let leaf = Leaf {
+                        key_hash: *key_hash,
+                        value_hash: *value_hash,
+                    };
+                    page.put_hashed_leaf(&mut None, leaf, EMPTY)
                 }
                 Terminal::Child { hash } if *hash == EMPTY => {
                     return Err(bad("a child page reference hashes to the empty subtree"))
@@ -430,6 +556,20 @@ impl Page {
             page.node_mut(id).children[n] = node;
         }
         page.terminals = image.entries.len() as u32;
+        for (n, stored) in &image.hashes {
+            match page.nodes[0].children.get_mut(usize::from(*n)) {
+                Some(Node::Inner { id, hash }) => {
+                    *hash = *stored;
+                    let id = *id;
+                    page.mark_unhashed(id);
+                }
+                _ => {
+                    return Err(bad(
+                        "a stored hash names a slot that holds no internal node",
+                    ))
+                }
+            }
+        }
         page.check_and_hash(Self::ROOT, true).map_err(bad)?;
         if !path.is_root() {
             let root = page.root();
@@ -447,6 +587,9 @@ impl Page {
     pub fn changes_since(&self, old: &Page) -> (Vec<(SlotPos, Option<Terminal>)>, usize, usize) {
         let mut out = Vec::new();
         let (mut removed, mut added) = (0, 0);
+        if self.hash() == old.hash() {
+            return (out, removed, added);
+        }
         diff(
             (old, Self::ROOT),
             (self, Self::ROOT),
@@ -527,23 +670,76 @@ impl Page {
         }
     }
 
-    /// Computes the hashes of every inner node below `id`, bottom up, and
-    /// rejects inner nodes inside the page that hold a lone leaf (the leaf
-    /// belongs higher up).
-    fn check_and_hash(&mut self, id: NodeId, is_page_root: bool) -> Result<(), &'static str> {
+    /// Marks node `id` and the nodes below it unhashed.
+    fn mark_unhashed(&mut self, id: NodeId) {
+        self.node_mut(id).hashed = false;
         for n in 0..16 {
             if let Node::Inner { id: child, .. } = self.node(id).children[n] {
-                self.check_and_hash(child, false)?;
-                let hash = self.node(child).hash();
-                self.node_mut(id).children[n] = Node::Inner { id: child, hash };
+                self.mark_unhashed(child);
             }
+        }
+    }
+
+    /// Computes the hashes of the leaves and hashed inner nodes below `id`,
+    /// bottom up, and rejects inner nodes inside the page that hold a lone
+    /// leaf (the leaf belongs higher up).
+    fn check_and_hash(&mut self, id: NodeId, is_page_root: bool) -> Result<(), &'static str> {
+        for n in 0..16 {
+            let slot = match self.node(id).children[n] {
+                Node::Inner { id: child, .. } if !self.node(child).hashed => {
+                    self.check_shape(child)?;
+                    continue;
+                }
+                Node::Inner { id: child, .. } => {
+                    self.check_and_hash(child, false)?;
+                    Node::Inner {
+                        id: child,
+                        hash: self.node(child).hash(),
+                    }
+                }
+                Node::Leaf { id: leaf, .. } => self.hashed_leaf(leaf),
+                Node::Empty | Node::Page(_) => continue,
+            };
+            self.node_mut(id).children[n] = slot;
         }
         let node = self.node_mut(id);
         if !is_page_root && node.lone_leaf().is_some() {
-            return Err("an internal node holds a lone leaf");
+            return Err(LONE_LEAF);
         }
         node.rehash_all();
         Ok(())
+    }
+
+    /// The shape checks of [`Page::check_and_hash`] below an unhashed node,
+    /// without hashing.
+    fn check_shape(&self, id: NodeId) -> Result<(), &'static str> {
+        let node = self.node(id);
+        if node.lone_leaf().is_some() {
+            return Err(LONE_LEAF);
+        }
+        for child in &node.children {
+            if let Node::Inner { id, .. } = child {
+                self.check_shape(*id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const LONE_LEAF: &str = "an internal node holds a lone leaf";
+
+const STORED_HASH_MISMATCH: &str = "a stored hash does not match the subtree below it";
+
+/// True when slot `p` of `old` and slot `q` of `new` hold the same subtree.
+/// Leaves are compared by content (a leaf in an unhashed node has no hash
+/// yet); every other slot's hash is always known.
+fn same_slot(old: &Page, p: &Node, new: &Page, q: &Node) -> bool {
+    match (p, q) {
+        (Node::Empty, Node::Empty) => true,
+        (Node::Leaf { id: i, .. }, Node::Leaf { id: j, .. }) => old.leaf(*i) == new.leaf(*j),
+        (Node::Inner { hash: h, .. }, Node::Inner { hash: k, .. })
+        | (Node::Page(h), Node::Page(k)) => h == k,
+        _ => false,
     }
 }
 
@@ -584,12 +780,10 @@ fn diff(
     removed: &mut usize,
     added: &mut usize,
 ) {
+    // Called on the page roots and on inner slots whose hashes differ.
     let (x, y) = (old.node(a), new.node(b));
-    if x.hash() == y.hash() {
-        return;
-    }
     for (n, (p, q)) in x.children.iter().zip(y.children.iter()).enumerate() {
-        if p.hash() == q.hash() {
+        if same_slot(old, p, new, q) {
             continue;
         }
         let path = nibbles << 4 | n as u16;

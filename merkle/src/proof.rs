@@ -20,7 +20,7 @@ use verity_codec::proof::{ProofImage, ProofNode, RangeProofImage};
 
 use crate::error::{MerkleError, ProofError};
 use crate::hash::{bit, internal_hash, leaf_hash, Hash, KeyHash, ValueHash, EMPTY};
-use crate::page::{Node, NodeId, Page};
+use crate::page::{Inner, Node, Page};
 use crate::path::PagePath;
 use crate::read::{leaves, load};
 use crate::source::PageSource;
@@ -164,9 +164,11 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
 
     /// Emits binary node `index` at `level` of `inner`, which sits at nibble
     /// `depth`; `prefix` holds the path bits above it.
+    #[allow(clippy::too_many_arguments)]
     fn inner(
         &mut self,
-        (page, id): (&Page, NodeId),
+        page: &Page,
+        inner: &Inner,
         depth: usize,
         level: usize,
         index: usize,
@@ -174,7 +176,6 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
         target: Target<'_>,
     ) -> Result<(), MerkleError> {
         let bits = 4 * depth + level;
-        let inner = page.node(id);
         let hash = inner.subtree_hash(level, index);
         if hash == EMPTY || !target.wants(&prefix, bits) {
             self.closed(hash);
@@ -185,9 +186,10 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
         }
         self.nodes.push(ProofNode::Branch);
         let (left, right) = target.split(bits);
-        self.inner((page, id), depth, level + 1, 2 * index, prefix, left)?;
+        self.inner(page, inner, depth, level + 1, 2 * index, prefix, left)?;
         self.inner(
-            (page, id),
+            page,
+            inner,
             depth,
             level + 1,
             2 * index + 1,
@@ -213,14 +215,17 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
                     value_hash: l.value_hash,
                 })
             }
-            Node::Inner { id, .. } => self.inner((page, *id), depth, 0, 0, prefix, target)?,
+            Node::Inner { id, .. } => {
+                let inner = page.hashed_node(*id);
+                self.inner(page, &inner, depth, 0, 0, prefix, target)?
+            }
             Node::Page(_) => {
                 let child = load(
                     self.source,
                     &PagePath::from_key(&prefix, depth),
                     self.version,
                 )?;
-                self.inner((&child, Page::ROOT), depth, 0, 0, prefix, target)?;
+                self.inner(&child, child.root(), depth, 0, 0, prefix, target)?;
             }
         }
         Ok(())
@@ -233,7 +238,7 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
             version,
             nodes: Vec::new(),
         };
-        prover.inner((&root, Page::ROOT), 0, 0, 0, [0; 32], target)?;
+        prover.inner(&root, root.root(), 0, 0, 0, [0; 32], target)?;
         Ok(ProofImage {
             nodes: prover.nodes,
         })

@@ -138,3 +138,55 @@ fn collect<S: PageSource + ?Sized>(
     }
     Ok(())
 }
+
+/// Walks every page of the trie as of `version` and recomputes what reading
+/// a page trusts: each hash a page's record stores in place of a subtree,
+/// and each child page reference, against the child page's root hash.
+/// Returns the number of pages walked.
+pub fn check_pages<S: PageSource + ?Sized>(source: &S, version: u64) -> Result<usize, MerkleError> {
+    let root = load(source, &PagePath::ROOT, version)?;
+    let mut pages = 0;
+    check_page(source, version, &root, PagePath::ROOT, &mut pages)?;
+    Ok(pages)
+}
+
+fn check_page<S: PageSource + ?Sized>(
+    source: &S,
+    version: u64,
+    page: &Page,
+    path: PagePath,
+    pages: &mut usize,
+) -> Result<(), MerkleError> {
+    *pages += 1;
+    page.verify_stored_hashes()
+        .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
+    check_below(source, version, page, Page::ROOT, path, pages)
+}
+
+fn check_below<S: PageSource + ?Sized>(
+    source: &S,
+    version: u64,
+    page: &Page,
+    id: NodeId,
+    at: PagePath,
+    pages: &mut usize,
+) -> Result<(), MerkleError> {
+    for (n, child) in page.node(id).children.iter().enumerate() {
+        let path = at.child(n as u8);
+        match child {
+            Node::Inner { id, .. } => check_below(source, version, page, *id, path, pages)?,
+            Node::Page(hash) => {
+                let child = load(source, &path, version)?;
+                if child.hash() != *hash {
+                    return Err(MerkleError::CorruptPage {
+                        path,
+                        detail: "a child page reference does not match the child page",
+                    });
+                }
+                check_page(source, version, &child, path, pages)?;
+            }
+            Node::Empty | Node::Leaf { .. } => {}
+        }
+    }
+    Ok(())
+}

@@ -337,6 +337,14 @@ fn update_page(
         o.page.copy_with_room(room * (PAGE_LEVELS - 1), room)
     });
     let depth = path.len();
+    // The subtrees the updates change need every hash inside them; a page
+    // read from its record knows only the hash of each.
+    for (n, g) in nibble_groups(ups, depth).into_iter().enumerate() {
+        if let (Some(_), Node::Inner { id, hash }) = (g, page.root().children[n]) {
+            page.ensure_hashed(id, &hash)
+                .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
+        }
+    }
     let mut jobs = Vec::new();
     plan_update(&page, Page::ROOT, depth, 0, ups, &mut jobs)?;
     let mut done = run_jobs(ctx, jobs, ups.len(), out)?.into_iter();
@@ -686,8 +694,13 @@ fn emit(
             version: o.version,
             superseded_at: version,
         });
-        let levels = PAGE_LEVELS as u8;
-        let record = PageRecord::Delta(PageDelta { levels, changes }).encode();
+        let mut delta = PageDelta {
+            levels: PAGE_LEVELS as u8,
+            changes,
+            hashes: Vec::new(),
+        };
+        delta.hashes = page.slot_hashes(delta.touched_slots());
+        let record = PageRecord::Delta(delta).encode();
         let chain_bytes = u64::from(o.chain.delta_bytes) + record.len() as u64;
         let base = base_len(page.terminal_count()) as u64;
         let limit = base * u64::from(ctx.policy.max_chain_percent) / 100;

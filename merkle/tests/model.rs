@@ -13,7 +13,11 @@ use std::collections::BTreeMap;
 
 use common::{naive_root, H};
 use proptest::prelude::*;
-use verity_merkle::{DeltaPolicy, MemPageStore, PagePath, Trie, EMPTY};
+use verity_codec::page::PageRecord;
+use verity_merkle::{
+    verify, DeltaPolicy, MemPageStore, MerkleError, Page, PagePath, PageSource, Trie,
+    VersionedPage, EMPTY,
+};
 use verity_testkit::runner;
 
 fn arb_key() -> impl Strategy<Value = H> {
@@ -259,4 +263,160 @@ fn an_update_built_on_an_old_version_is_refused() {
         .update(2, 3, &[([9; 32], Some([1; 32]))])
         .expect("update");
     trie.source().apply(&fresh).expect("apply");
+}
+
+/// A store that rebuilds every page it serves from its stored records, so
+/// updates and proofs always meet pages whose depth-1 nodes are unhashed.
+struct FromRecords(MemPageStore);
+
+impl PageSource for FromRecords {
+    fn page(&self, path: &PagePath, version: u64) -> Result<Option<VersionedPage>, MerkleError> {
+        self.0.page_from_records(path, version)
+    }
+}
+
+#[test]
+fn updates_and_proofs_over_pages_rebuilt_from_records() {
+    let mut runner = runner("updates_and_proofs_over_pages_rebuilt_from_records", 96);
+    runner
+        .run(&arb_history(), |(keys, versions, _)| {
+            let policy = DeltaPolicy {
+                max_deltas: 3,
+                max_chain_percent: 400,
+            };
+            let trie = Trie::with_policy(FromRecords(MemPageStore::new()), policy);
+            let direct = Trie::with_policy(MemPageStore::new(), policy);
+            let mut state: BTreeMap<H, H> = BTreeMap::new();
+            for (i, ops) in versions.iter().enumerate() {
+                let v = i as u64 + 1;
+                let mut batch: BTreeMap<H, Option<H>> = BTreeMap::new();
+                for (k, val) in ops {
+                    batch.insert(keys[k % keys.len()], val.map(value));
+                }
+                for (k, val) in &batch {
+                    match val {
+                        Some(val) => state.insert(*k, *val),
+                        None => state.remove(k),
+                    };
+                }
+                let updates: Vec<_> = batch.into_iter().collect();
+                let out = trie.update(v - 1, v, &updates).expect("update");
+                prop_assert_eq!(out.root, naive_root(&state), "root of version {}", v);
+                // The same records as a store that reads its own decoded
+                // pages writes: stored hashes change nothing of the output.
+                let same = direct.update(v - 1, v, &updates).expect("update");
+                let records = |o: &verity_merkle::UpdateOutput| {
+                    let mut r: Vec<_> = o
+                        .writes
+                        .iter()
+                        .map(|w| (w.path, w.record.clone()))
+                        .collect();
+                    r.sort_by_key(|w| w.0);
+                    r
+                };
+                prop_assert_eq!(records(&out), records(&same));
+                // A delta stores the new hash of every internal slot it
+                // touches, so reading it hashes none of them.
+                for w in &out.writes {
+                    if let (Ok(PageRecord::Delta(d)), Some(page)) =
+                        (PageRecord::decode(&w.record), &w.page)
+                    {
+                        prop_assert_eq!(&d.hashes, &page.slot_hashes(d.touched_slots()));
+                    }
+                }
+                trie.source().0.apply(&out).expect("apply");
+                direct.source().apply(&same).expect("apply");
+                let root = out.root;
+                for k in &keys {
+                    let proof = trie.prove(v, &[*k]).expect("prove");
+                    let claim = [(*k, state.get(k).copied())];
+                    prop_assert_eq!(verify(&root, &proof, &claim), Ok(()));
+                    prop_assert_eq!(proof, direct.prove(v, &[*k]).expect("prove"));
+                }
+            }
+            Ok(())
+        })
+        .expect("model test");
+}
+
+/// A page source of fixed pages.
+struct Fixed(Vec<(PagePath, VersionedPage)>);
+
+impl PageSource for Fixed {
+    fn page(&self, path: &PagePath, _: u64) -> Result<Option<VersionedPage>, MerkleError> {
+        Ok(self.0.iter().find(|p| p.0 == *path).map(|p| p.1.clone()))
+    }
+}
+
+#[test]
+fn a_wrong_stored_hash_is_found_by_an_update_and_a_check() {
+    // Three keys under slot 0 of the root page and two under slot 1, none
+    // deep enough for a child page: slots 0 and 1 are internal nodes.
+    let key = |a: u8, b: u8| {
+        let mut k = [0u8; 32];
+        k[0] = a;
+        k[1] = b;
+        k
+    };
+    let keys = [
+        key(0x01, 0),
+        key(0x02, 0),
+        key(0x03, 0),
+        key(0x11, 0),
+        key(0x12, 0),
+    ];
+    let trie = Trie::new(MemPageStore::new());
+    let updates: Vec<_> = keys.iter().map(|k| (*k, Some(value(1)))).collect();
+    let out = trie.update(0, 1, &updates).expect("update");
+    trie.source().apply(&out).expect("apply");
+    let bytes = trie
+        .source()
+        .record(&PagePath::ROOT, 1)
+        .expect("root page record");
+    let Ok(PageRecord::Base(mut image)) = PageRecord::decode(&bytes) else {
+        panic!("the first record of a page is a base");
+    };
+    assert_eq!(
+        image.hashes.iter().map(|h| h.0).collect::<Vec<_>>(),
+        [0, 1],
+        "a base stores the hash of each internal slot of its root"
+    );
+    // Rebuilt as stored, the page checks and matches the one built.
+    let good = Page::from_image(&image, &PagePath::ROOT).expect("decode");
+    assert_eq!(good.verify_stored_hashes(), Ok(()));
+    assert_eq!(good.hash(), out.root);
+
+    image.hashes[1].1[0] ^= 1;
+    let bad = Page::from_image(&image, &PagePath::ROOT).expect("a stored hash is trusted");
+    assert!(bad.verify_stored_hashes().is_err());
+    let bad_root = bad.hash();
+    assert_ne!(bad_root, out.root);
+    if cfg!(debug_assertions) {
+        // Debug builds check every stored hash of a rebuilt page.
+        let encoded: std::sync::Arc<[u8]> = PageRecord::Base(image).encode().into();
+        assert!(matches!(
+            verity_merkle::rebuild_page(&[(1, encoded)], &PagePath::ROOT),
+            Err(MerkleError::CorruptPage { .. })
+        ));
+    }
+    let source = Fixed(vec![(
+        PagePath::ROOT,
+        VersionedPage {
+            version: 1,
+            page: std::sync::Arc::new(bad),
+            chain: Default::default(),
+        },
+    )]);
+    // An update below the damaged slot recomputes it and refuses.
+    let damaged = Trie::new(source);
+    assert!(matches!(
+        damaged.update(1, 2, &[(key(0x13, 0), Some(value(2)))]),
+        Err(MerkleError::CorruptPage { .. })
+    ));
+    // A proof through it recomputes the slot: it proves against the true
+    // root, not the damaged page's.
+    let proof = damaged.prove(1, &[keys[3]]).expect("prove");
+    let claim = [(keys[3], Some(value(1)))];
+    assert_eq!(verify(&out.root, &proof, &claim), Ok(()));
+    assert!(verify(&bad_root, &proof, &claim).is_err());
 }

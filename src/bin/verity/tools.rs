@@ -155,7 +155,7 @@ pub(crate) fn check(args: CheckArgs) -> Result<std::process::ExitCode> {
 
 /// What `verity check` does, reporting to `out`: every checksum, then the
 /// roots of up to `versions` retained versions recomputed from their
-/// leaves. `Ok(true)` when it found damage; an error when the store does
+/// leaves, and their pages rehashed (`Snapshot::check_pages`). `Ok(true)` when it found damage; an error when the store does
 /// not open or read.
 pub(crate) fn check_store(dir: &Path, versions: usize, out: &mut dyn Write) -> Result<bool> {
     let report = check_dir(&StdIo, dir)?;
@@ -197,13 +197,13 @@ pub(crate) fn check_store(dir: &Path, versions: usize, out: &mut dyn Write) -> R
     for v in chosen {
         let snap = db.snapshot(v)?;
         let stored = snap.root()?;
-        match recompute(&snap) {
-            Ok((root, n)) if root == stored => writeln!(
+        match recompute(&snap).and_then(|r| Ok((r, snap.check_pages()?))) {
+            Ok(((root, n), pages)) if root == stored => writeln!(
                 out,
-                "version {v}: root {} recomputed from {n} leaves",
+                "version {v}: root {} recomputed from {n} leaves, {pages} pages rehashed",
                 hex(&root)
             )?,
-            Ok((root, _)) => {
+            Ok(((root, _), _)) => {
                 bad += 1;
                 writeln!(
                     out,
