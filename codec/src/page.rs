@@ -142,6 +142,17 @@ pub struct PageImage {
     pub hashes: SlotHashes,
 }
 
+impl PageImage {
+    /// The page-root slots that hold a terminal two levels down or deeper,
+    /// the only slots that can be internal nodes (bit `n` = slot `n`).
+    pub fn deep_slots(&self) -> u16 {
+        self.entries
+            .iter()
+            .filter(|(pos, _)| pos.depth() >= 2)
+            .fold(0, |m, (pos, _)| m | 1 << pos.nibble(0))
+    }
+}
+
 /// The changes that turn one version of a page into the next.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PageDelta {
@@ -271,14 +282,6 @@ impl PageDelta {
             hashes,
         })
     }
-}
-
-/// The page-root slots that hold a terminal two levels down or deeper,
-/// the only slots that can be internal nodes (bit `n` = slot `n`).
-fn deep_slots<'a, T: 'a>(entries: impl Iterator<Item = &'a (SlotPos, T)>) -> u16 {
-    entries
-        .filter(|(pos, _)| pos.depth() >= 2)
-        .fold(0, |m, (pos, _)| m | 1 << pos.nibble(0))
 }
 
 fn put_hashes(out: &mut Vec<u8>, hashes: &SlotHashes) {
@@ -423,16 +426,15 @@ impl PageRecord {
                         let tag = r.u8()?;
                         entries.push((pos, get_terminal(&mut r, tag, pos, levels)?));
                     }
-                    let hashes = if format == PAGE_FORMAT {
-                        get_hashes(&mut r, deep_slots(entries.iter()))?
-                    } else {
-                        SlotHashes::new()
-                    };
-                    PageRecord::Base(PageImage {
+                    let mut image = PageImage {
                         levels,
                         entries,
-                        hashes,
-                    })
+                        hashes: SlotHashes::new(),
+                    };
+                    if format == PAGE_FORMAT {
+                        image.hashes = get_hashes(&mut r, image.deep_slots())?;
+                    }
+                    PageRecord::Base(image)
                 } else {
                     let mut changes = Vec::with_capacity(count);
                     for _ in 0..count {
@@ -508,10 +510,15 @@ mod tests {
                     .collect();
                 (strategies, any::<u16>(), any::<[u8; 32]>()).prop_map(
                     move |(entries, pick, seed)| {
+                        let mut image = PageImage {
+                            levels,
+                            entries,
+                            hashes: SlotHashes::new(),
+                        };
                         // Hashes for some of the slots that can hold an
                         // internal node.
-                        let deep = deep_slots(entries.iter()) & pick;
-                        let hashes = (0..16u8)
+                        let deep = image.deep_slots() & pick;
+                        image.hashes = (0..16u8)
                             .filter(|n| deep & (1 << n) != 0)
                             .map(|n| {
                                 let mut h = seed;
@@ -519,11 +526,7 @@ mod tests {
                                 (n, h)
                             })
                             .collect();
-                        PageImage {
-                            levels,
-                            entries,
-                            hashes,
-                        }
+                        image
                     },
                 )
             })

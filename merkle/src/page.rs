@@ -14,7 +14,8 @@
 //! hashes inside them are not) until an update changes them (it hashes
 //! them in its copy of the page) or a proof passes through them
 //! ([`Page::hashed_node`]). Only the page root's children are ever
-//! unhashed, and the page root never is.
+//! unhashed, and the page root never is; with two levels to a page, an
+//! unhashed node's slots are leaves, child pages or empty.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -292,10 +293,8 @@ impl Page {
         }
         let mut copy = *node;
         for child in copy.children.iter_mut() {
-            match child {
-                Node::Leaf { id, .. } => *child = self.hashed_leaf(*id),
-                Node::Inner { id, hash } => *hash = self.hashed_node(*id).hash(),
-                Node::Empty | Node::Page(_) => {}
+            if let Node::Leaf { id, .. } = child {
+                *child = self.hashed_leaf(*id);
             }
         }
         copy.hashed = true;
@@ -310,34 +309,12 @@ impl Page {
         if self.node(id).hashed {
             return Ok(());
         }
-        self.hash_subtree(id);
+        let hashed = self.hashed_node(id).into_owned();
+        *self.node_mut(id) = hashed;
         if self.node(id).hash() != *stored {
             return Err(STORED_HASH_MISMATCH);
         }
         Ok(())
-    }
-
-    /// Computes every hash below and of node `id`.
-    fn hash_subtree(&mut self, id: NodeId) {
-        for n in 0..16 {
-            let slot = match self.node(id).children[n] {
-                Node::Inner { id: child, .. } => {
-                    if !self.node(child).hashed {
-                        self.hash_subtree(child);
-                    }
-                    Node::Inner {
-                        id: child,
-                        hash: self.node(child).hash(),
-                    }
-                }
-                Node::Leaf { id: leaf, .. } => self.hashed_leaf(leaf),
-                other => other,
-            };
-            self.node_mut(id).children[n] = slot;
-        }
-        let node = self.node_mut(id);
-        node.hashed = true;
-        node.rehash_all();
     }
 
     /// Recomputes every hash that the page's record stored in place of a
@@ -508,14 +485,13 @@ impl Page {
         // Sized up front: growing the node array copied it (1,124 bytes a
         // node) about twice over per page read.
         let mut page = Page::default();
-        let (mut deep, mut leaves) = (0u16, 0);
-        for (pos, terminal) in &image.entries {
-            if pos.depth() >= 2 {
-                deep |= 1 << pos.nibble(0);
-            }
-            leaves += usize::from(matches!(terminal, Terminal::Leaf { .. }));
-        }
-        page.nodes.reserve_exact(deep.count_ones() as usize);
+        let leaves = image
+            .entries
+            .iter()
+            .filter(|(_, t)| matches!(t, Terminal::Leaf { .. }))
+            .count();
+        page.nodes
+            .reserve_exact(image.deep_slots().count_ones() as usize);
         page.leaves.reserve_exact(leaves);
         for (pos, terminal) in &image.entries {
             let depth = pos.depth();
@@ -572,7 +548,7 @@ impl Page {
                 Some(Node::Inner { id, hash }) => {
                     *hash = *stored;
                     let id = *id;
-                    page.mark_unhashed(id);
+                    page.node_mut(id).hashed = false;
                 }
                 _ => {
                     return Err(bad(
@@ -681,24 +657,18 @@ impl Page {
         }
     }
 
-    /// Marks node `id` and the nodes below it unhashed.
-    fn mark_unhashed(&mut self, id: NodeId) {
-        self.node_mut(id).hashed = false;
-        for n in 0..16 {
-            if let Node::Inner { id: child, .. } = self.node(id).children[n] {
-                self.mark_unhashed(child);
-            }
-        }
-    }
-
     /// Computes the hashes of the leaves and hashed inner nodes below `id`,
     /// bottom up, and rejects inner nodes inside the page that hold a lone
     /// leaf (the leaf belongs higher up).
     fn check_and_hash(&mut self, id: NodeId, is_page_root: bool) -> Result<(), &'static str> {
         for n in 0..16 {
             let slot = match self.node(id).children[n] {
+                // An unhashed node holds no internal nodes: only its own
+                // shape is left to check.
                 Node::Inner { id: child, .. } if !self.node(child).hashed => {
-                    self.check_shape(child)?;
+                    if self.node(child).lone_leaf().is_some() {
+                        return Err(LONE_LEAF);
+                    }
                     continue;
                 }
                 Node::Inner { id: child, .. } => {
@@ -718,21 +688,6 @@ impl Page {
             return Err(LONE_LEAF);
         }
         node.rehash_all();
-        Ok(())
-    }
-
-    /// The shape checks of [`Page::check_and_hash`] below an unhashed node,
-    /// without hashing.
-    fn check_shape(&self, id: NodeId) -> Result<(), &'static str> {
-        let node = self.node(id);
-        if node.lone_leaf().is_some() {
-            return Err(LONE_LEAF);
-        }
-        for child in &node.children {
-            if let Node::Inner { id, .. } = child {
-                self.check_shape(*id)?;
-            }
-        }
         Ok(())
     }
 }
@@ -822,6 +777,10 @@ fn unreachable_pos() -> SlotPos {
 
 const _: () =
     assert!(PAGE_LEVELS >= 1 && PAGE_LEVELS <= verity_codec::page::MAX_PAGE_LEVELS as usize);
+
+// Stored hashes leave only the page root's children unhashed, and the code
+// that hashes them later relies on their slots holding no internal nodes.
+const _: () = assert!(PAGE_LEVELS <= 2);
 
 // A slot is a hash and an index: what keeps a node at 16 x 40 + 15 x 32 =
 // 1,120 bytes, about half what it took with leaves inline.

@@ -164,11 +164,9 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
 
     /// Emits binary node `index` at `level` of `inner`, which sits at nibble
     /// `depth`; `prefix` holds the path bits above it.
-    #[allow(clippy::too_many_arguments)]
     fn inner(
         &mut self,
-        page: &Page,
-        inner: &Inner,
+        (page, inner): (&Page, &Inner),
         depth: usize,
         level: usize,
         index: usize,
@@ -186,10 +184,9 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
         }
         self.nodes.push(ProofNode::Branch);
         let (left, right) = target.split(bits);
-        self.inner(page, inner, depth, level + 1, 2 * index, prefix, left)?;
+        self.inner((page, inner), depth, level + 1, 2 * index, prefix, left)?;
         self.inner(
-            page,
-            inner,
+            (page, inner),
             depth,
             level + 1,
             2 * index + 1,
@@ -217,7 +214,7 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
             }
             Node::Inner { id, .. } => {
                 let inner = page.hashed_node(*id);
-                self.inner(page, &inner, depth, 0, 0, prefix, target)?
+                self.inner((page, &inner), depth, 0, 0, prefix, target)?
             }
             Node::Page(_) => {
                 let child = load(
@@ -225,7 +222,7 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
                     &PagePath::from_key(&prefix, depth),
                     self.version,
                 )?;
-                self.inner(&child, child.root(), depth, 0, 0, prefix, target)?;
+                self.inner((&child, child.root()), depth, 0, 0, prefix, target)?;
             }
         }
         Ok(())
@@ -238,7 +235,7 @@ impl<S: PageSource + ?Sized> Prover<'_, S> {
             version,
             nodes: Vec::new(),
         };
-        prover.inner(&root, root.root(), 0, 0, 0, [0; 32], target)?;
+        prover.inner((&root, root.root()), 0, 0, 0, [0; 32], target)?;
         Ok(ProofImage {
             nodes: prover.nodes,
         })

@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{naive_root, H};
+use common::{apply_batch, naive_root, H};
 use proptest::prelude::*;
 use verity_codec::page::PageRecord;
 use verity_merkle::{
@@ -77,12 +77,7 @@ fn trie_matches_the_model_at_every_version() {
                     batch.insert(keys[k % keys.len()], val.map(value));
                 }
                 let mut next = model[i].clone();
-                for (k, val) in &batch {
-                    match val {
-                        Some(val) => next.insert(*k, *val),
-                        None => next.remove(k),
-                    };
-                }
+                apply_batch(&mut next, &batch);
                 let updates: Vec<_> = batch.into_iter().collect();
                 let out = trie.update(v - 1, v, &updates).expect("update");
                 prop_assert_eq!(out.root, naive_root(&next), "root of version {}", v);
@@ -293,12 +288,7 @@ fn updates_and_proofs_over_pages_rebuilt_from_records() {
                 for (k, val) in ops {
                     batch.insert(keys[k % keys.len()], val.map(value));
                 }
-                for (k, val) in &batch {
-                    match val {
-                        Some(val) => state.insert(*k, *val),
-                        None => state.remove(k),
-                    };
-                }
+                apply_batch(&mut state, &batch);
                 let updates: Vec<_> = batch.into_iter().collect();
                 let out = trie.update(v - 1, v, &updates).expect("update");
                 prop_assert_eq!(out.root, naive_root(&state), "root of version {}", v);
@@ -385,6 +375,7 @@ fn a_wrong_stored_hash_is_found_by_an_update_and_a_check() {
     let good = Page::from_image(&image, &PagePath::ROOT).expect("decode");
     assert_eq!(good.verify_stored_hashes(), Ok(()));
     assert_eq!(good.hash(), out.root);
+    assert_eq!(trie.check_pages(1).expect("check"), 1);
 
     image.hashes[1].1[0] ^= 1;
     let bad = Page::from_image(&image, &PagePath::ROOT).expect("a stored hash is trusted");
@@ -407,8 +398,13 @@ fn a_wrong_stored_hash_is_found_by_an_update_and_a_check() {
             chain: Default::default(),
         },
     )]);
-    // An update below the damaged slot recomputes it and refuses.
+    // An update below the damaged slot recomputes it and refuses, and so
+    // does a check of the pages.
     let damaged = Trie::new(source);
+    assert!(matches!(
+        damaged.check_pages(1),
+        Err(MerkleError::CorruptPage { .. })
+    ));
     assert!(matches!(
         damaged.update(1, 2, &[(key(0x13, 0), Some(value(2)))]),
         Err(MerkleError::CorruptPage { .. })
@@ -419,4 +415,41 @@ fn a_wrong_stored_hash_is_found_by_an_update_and_a_check() {
     let claim = [(keys[3], Some(value(1)))];
     assert_eq!(verify(&out.root, &proof, &claim), Ok(()));
     assert!(verify(&bad_root, &proof, &claim).is_err());
+}
+
+#[test]
+fn a_check_of_the_pages_finds_a_child_reference_that_does_not_match() {
+    // Two keys sharing their first two nibbles sit in a child page.
+    let key = |last: u8| {
+        let mut k = [0u8; 32];
+        k[0] = 0x12;
+        k[1] = last;
+        k
+    };
+    let trie = Trie::new(MemPageStore::new());
+    let out = trie
+        .update(
+            0,
+            1,
+            &[(key(0x30), Some(value(1))), (key(0x40), Some(value(1)))],
+        )
+        .expect("update");
+    trie.source().apply(&out).expect("apply");
+    let out = trie
+        .update(1, 2, &[(key(0x30), Some(value(2)))])
+        .expect("update");
+    trie.source().apply(&out).expect("apply");
+    assert_eq!(trie.check_pages(1).expect("check"), 2);
+    assert_eq!(trie.check_pages(2).expect("check"), 2);
+    // The root page of version 1 with the child page of version 2.
+    let child = PagePath::from_key(&key(0x30), 2);
+    let page = |path: &PagePath, v| trie.source().page(path, v).expect("read").expect("page");
+    let mixed = Trie::new(Fixed(vec![
+        (PagePath::ROOT, page(&PagePath::ROOT, 1)),
+        (child, page(&child, 2)),
+    ]));
+    assert!(matches!(
+        mixed.check_pages(1),
+        Err(MerkleError::CorruptPage { path, .. }) if path == child
+    ));
 }

@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{naive_root, seed, H};
+use common::{apply_batch, naive_root, seed, H};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use verity_merkle::{verify, verify_range, MemPageStore, Proof, ProofError, RangeProof, Trie};
@@ -40,12 +40,7 @@ fn fixture(test: &str, keys: usize) -> Fixture {
                 _ => None,
             };
         }
-        for (k, val) in &batch {
-            match val {
-                Some(val) => state.insert(*k, *val),
-                None => state.remove(k),
-            };
-        }
+        apply_batch(&mut state, &batch);
         let updates: Vec<_> = batch.into_iter().collect();
         let out = trie.update(v - 1, v, &updates).expect("update");
         assert_eq!(out.root, naive_root(&state));

@@ -60,6 +60,16 @@ fn subtree(entries: &[(H, H)], depth: usize, root: bool) -> H {
 }
 
 /// The root of a key-hash -> value-hash set, computed the slow, obvious way.
+/// Applies a batch of puts (`Some`) and deletes (`None`) to a state.
+pub fn apply_batch(state: &mut BTreeMap<H, H>, batch: &BTreeMap<H, Option<H>>) {
+    for (k, val) in batch {
+        match val {
+            Some(val) => state.insert(*k, *val),
+            None => state.remove(k),
+        };
+    }
+}
+
 pub fn naive_root(set: &BTreeMap<H, H>) -> H {
     let entries: Vec<(H, H)> = set.iter().map(|(k, v)| (*k, *v)).collect();
     subtree(&entries, 0, true)

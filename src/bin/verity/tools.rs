@@ -155,8 +155,8 @@ pub(crate) fn check(args: CheckArgs) -> Result<std::process::ExitCode> {
 
 /// What `verity check` does, reporting to `out`: every checksum, then the
 /// roots of up to `versions` retained versions recomputed from their
-/// leaves, and their pages rehashed (`Snapshot::check_pages`). `Ok(true)` when it found damage; an error when the store does
-/// not open or read.
+/// leaves, and their pages rehashed (`Snapshot::check_pages`). `Ok(true)`
+/// when it found damage; an error when the store does not open or read.
 pub(crate) fn check_store(dir: &Path, versions: usize, out: &mut dyn Write) -> Result<bool> {
     let report = check_dir(&StdIo, dir)?;
     writeln!(
