@@ -9,6 +9,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use verity::{verify, KeyHash, MemPageStore, Trie, Update};
 
+/// The same allocator as the `verity` binary, so these figures match its
+/// `bench` (the library leaves the allocator to the program that links it).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn keys_from_env() -> usize {
     std::env::var("VERITY_BENCH_KEYS")
         .ok()

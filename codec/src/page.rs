@@ -365,6 +365,9 @@ impl PageRecord {
                 put_hashes(out, &page.hashes);
             }
             PageRecord::Delta(delta) => {
+                out.reserve(
+                    4 + varint::MAX_LEN + delta.changes.len() * 67 + delta.hashes.len() * 32,
+                );
                 out.push(KIND_DELTA);
                 out.push(delta.levels);
                 varint::put(out, delta.changes.len() as u64);

@@ -697,11 +697,13 @@ const LONE_LEAF: &str = "an internal node holds a lone leaf";
 const STORED_HASH_MISMATCH: &str = "a stored hash does not match the subtree below it";
 
 /// True when slot `p` of `old` and slot `q` of `new` hold the same subtree.
-/// Leaves are compared by content (a leaf in an unhashed node has no hash
-/// yet); every other slot's hash is always known.
-fn same_slot(old: &Page, p: &Node, new: &Page, q: &Node) -> bool {
+/// Leaves are compared by hash when both nodes are hashed (`hashed`), and
+/// by content otherwise (a leaf in an unhashed node has no hash yet); every
+/// other slot's hash is always known.
+fn same_slot(old: &Page, p: &Node, new: &Page, q: &Node, hashed: bool) -> bool {
     match (p, q) {
         (Node::Empty, Node::Empty) => true,
+        (Node::Leaf { hash: h, .. }, Node::Leaf { hash: k, .. }) if hashed => h == k,
         (Node::Leaf { id: i, .. }, Node::Leaf { id: j, .. }) => old.leaf(*i) == new.leaf(*j),
         (Node::Inner { hash: h, .. }, Node::Inner { hash: k, .. })
         | (Node::Page(h), Node::Page(k)) => h == k,
@@ -748,8 +750,10 @@ fn diff(
 ) {
     // Called on the page roots and on inner slots whose hashes differ.
     let (x, y) = (old.node(a), new.node(b));
+    // Comparing leaf hashes leaves the (cold) leaf arrays untouched.
+    let hashed = x.hashed && y.hashed;
     for (n, (p, q)) in x.children.iter().zip(y.children.iter()).enumerate() {
-        if same_slot(old, p, new, q) {
+        if same_slot(old, p, new, q, hashed) {
             continue;
         }
         let path = nibbles << 4 | n as u16;

@@ -130,6 +130,10 @@ pub struct UpdateOutput {
 /// several threads.
 const PARALLEL_MIN: usize = 256;
 
+/// Fewest pages in a level of the prefetch for their walk to run on several
+/// threads.
+const PARALLEL_WALK: usize = 128;
+
 struct Ctx<'a> {
     pages: &'a HashMap<PagePath, VersionedPage>,
     version: u64,
@@ -260,18 +264,28 @@ fn prefetch<S: PageSource + ?Sized>(
     pages.insert(PagePath::ROOT, root);
     let mut frontier = vec![(PagePath::ROOT, 0..updates.len())];
     while !frontier.is_empty() {
-        let mut wanted = Vec::new();
-        for (path, range) in &frontier {
+        let walk = |(path, range): &(PagePath, Range<usize>), wanted: &mut Vec<_>| {
             let page = &pages[path].page;
-            child_pages(
-                page,
-                Page::ROOT,
-                path.len(),
-                updates,
-                range.clone(),
-                &mut wanted,
-            );
-        }
+            child_pages(page, Page::ROOT, path.len(), updates, range.clone(), wanted);
+        };
+        // A level of thousands of pages is walked on every core (each walk
+        // reads a page that is likely cold).
+        let wanted: Vec<(PagePath, Range<usize>)> = if frontier.len() >= PARALLEL_WALK {
+            frontier
+                .par_iter()
+                .fold(Vec::new, |mut wanted, entry| {
+                    walk(entry, &mut wanted);
+                    wanted
+                })
+                .flatten()
+                .collect()
+        } else {
+            let mut wanted = Vec::new();
+            for entry in &frontier {
+                walk(entry, &mut wanted);
+            }
+            wanted
+        };
         if wanted.is_empty() {
             break;
         }
