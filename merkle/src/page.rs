@@ -1,21 +1,24 @@
-//! A decoded page: a trie subtree of [`PAGE_LEVELS`] nibble levels with
-//! the hashes inside it cached.
+//! A decoded page: a trie subtree of [`PAGE_LEVELS`] (two) nibble levels
+//! with the hashes inside it cached.
 //!
-//! An internal node keeps the 15 inner hashes of the binary tree over its
-//! 16 slots, so changing one child rehashes 4 binary nodes, and a proof's
-//! siblings are read, not computed. A slot holds a leaf's hash and the
-//! index of its key and value in the page's leaf array, so a node stays
-//! small (40 bytes a slot) however its slots are filled, and copying a
-//! page for an update moves little memory.
+//! The page root keeps the 15 inner hashes of the binary tree over its 16
+//! slots, so changing one child rehashes 4 binary nodes, and a proof's
+//! siblings are read, not computed. The nodes below the root are sized by
+//! their occupancy: their occupied slots only, packed into one array, and
+//! their binary tree only when they are dense. A slot holds a leaf's hash
+//! and the index of its key and value in the page's leaf array (40 bytes a
+//! slot). An update expands the nodes it changes into whole [`Inner`]
+//! nodes (a `Dense` page), changes them and packs the page again,
+//! copying the slots of the nodes it left alone.
 //!
 //! A page's record stores the hashes of the page root's slots that are
 //! internal nodes, so a page read from the store hashes only its root: the
 //! nodes below those slots stay *unhashed* (their slot hash is known, the
-//! hashes inside them are not) until an update changes them (it hashes
-//! them in its copy of the page) or a proof passes through them
-//! ([`Page::hashed_node`]). Only the page root's children are ever
-//! unhashed, and the page root never is; with two levels to a page, an
-//! unhashed node's slots are leaves, child pages or empty.
+//! hashes of their leaves are not) until an update changes them (it hashes
+//! them in its expanded copy and checks the stored hash) or a proof passes
+//! through them ([`Page::hashed_node`]). Only the page root's children are
+//! ever unhashed, and the page root never is; with two levels to a page,
+//! their slots are leaves, child pages or empty.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -88,6 +91,11 @@ impl Node {
 }
 
 /// An internal node: 16 slots and the binary hash tree over them.
+///
+/// This is the form a node takes while an update changes it, and the form
+/// of a page's root node. A page stores the nodes below its root packed
+/// (their occupied slots only, see [`Page`]) and expands one into an
+/// `Inner` when an update or a proof needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inner {
     /// The slots, indexed by nibble. In an unhashed node (see
@@ -100,6 +108,10 @@ pub struct Inner {
     /// False while the node's hash is known only from its page's record
     /// (in the parent slot) and the hashes inside it are not computed.
     hashed: bool,
+    /// True while the slot hashes are known but the binary tree above them
+    /// is not computed (a node expanded for an update): the next
+    /// [`Inner::rehash`] computes all of it.
+    stale: bool,
 }
 
 impl Default for Inner {
@@ -108,6 +120,7 @@ impl Default for Inner {
             children: [Node::Empty; 16],
             tree: [EMPTY; 15],
             hashed: true,
+            stale: false,
         }
     }
 }
@@ -124,12 +137,13 @@ impl Inner {
     /// its parent slot).
     #[inline]
     pub fn hash(&self) -> Hash {
+        debug_assert!(!self.stale, "the hash of a node whose tree is stale");
         self.tree[0]
     }
 
     /// True when every hash inside the node is computed: always, except
-    /// for a page-root child whose hash came from the page's record and
-    /// that nothing has changed or proved since (see the module's notes).
+    /// for a node below a page root whose hash came from the page's record
+    /// and that nothing has changed since (see the module's notes).
     #[inline]
     pub fn is_hashed(&self) -> bool {
         self.hashed
@@ -147,10 +161,11 @@ impl Inner {
     }
 
     /// Recomputes the binary hashes above the slots whose bits are set in
-    /// `dirty` (bit `n` = slot `n`).
+    /// `dirty` (bit `n` = slot `n`), or all of them if the tree is stale.
     pub fn rehash(&mut self, dirty: u16) {
         debug_assert!(self.hashed, "rehashing inside an unhashed node");
-        let mut mask = u32::from(dirty);
+        let mut mask = if self.stale { 0xffff } else { u32::from(dirty) };
+        self.stale = false;
         for level in (0..4).rev() {
             let mut next = 0u32;
             for j in 0..(1usize << level) {
@@ -189,20 +204,67 @@ impl Inner {
     }
 }
 
-/// A decoded page: a subtree of [`PAGE_LEVELS`] nibble levels whose
-/// internal nodes sit in one array (`nodes[0]` is the page's root) and
-/// whose leaves sit in another, so a page is copied, read and dropped as
-/// two blocks of memory. Its root is internal: a page exists only where
-/// the trie has an internal node at a page boundary, and for the trie root.
+/// Where the packed slots of a node below the page root are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bottom {
+    /// Index of its first occupied slot in [`Page::slots`].
+    start: u32,
+    /// Its occupied slots (bit `n` = slot `n`), stored in nibble order.
+    mask: u16,
+    /// False while its leaf slots' hashes are not computed (the page was
+    /// read from a record that stores the node's hash).
+    hashed: bool,
+    /// Index of its binary tree in [`Page::trees`], or `NO_TREE`.
+    tree: u32,
+}
+
+/// [`Bottom::tree`] of a node whose binary tree is not kept.
+const NO_TREE: u32 = u32::MAX;
+
+impl Default for Bottom {
+    fn default() -> Self {
+        Bottom {
+            start: 0,
+            mask: 0,
+            hashed: false,
+            tree: NO_TREE,
+        }
+    }
+}
+
+/// Fewest occupied slots for a node below a page root to keep its binary
+/// tree: recomputing the tree of a sparse node costs a few compressions
+/// (at most 7 for two slots), of a full one 15, on every update or proof
+/// through it. The 15 hashes take 480 bytes, as much as 12 slots.
+const TREE_MIN: usize = 8;
+
+/// A decoded page: a subtree of [`PAGE_LEVELS`] (two) nibble levels.
+///
+/// The page root is kept whole, with the binary hash tree over its slots.
+/// The internal nodes below it (at most 16, one per root slot) keep only
+/// their occupied slots, packed into one array, and their binary tree only
+/// when they are dense (`TREE_MIN` slots or more): an update expands the
+/// nodes it changes (recomputing a sparse node's tree), and a proof through
+/// one expands a copy ([`Page::hashed_node`]). Sized by occupancy, a page
+/// holding 15 keys takes about 2.7 KB instead of 7.5 KB, and copying it for
+/// an update moves that much less. Leaves sit in a
+/// third array, so a page is copied, read and dropped as three blocks of
+/// memory. Its root is internal: a page exists only where the trie has an
+/// internal node at a page boundary, and for the trie root.
+///
+/// The page root has [`NodeId`] [`Page::ROOT`]; the node below root slot
+/// `n` has id `n + 1`.
 ///
 /// Two pages are equal when they hold the same terminals at the same
-/// positions (their nodes and leaves may be numbered differently).
-#[derive(Debug, Clone)]
+/// positions (their leaves may be numbered differently).
+#[derive(Debug, Clone, Default)]
 pub struct Page {
-    nodes: Vec<Inner>,
+    root: Inner,
+    bottoms: [Bottom; 16],
+    slots: Vec<Node>,
+    /// The binary trees of the dense nodes below the root.
+    trees: Vec<[Hash; 15]>,
     leaves: Vec<Leaf>,
-    /// Nodes in `nodes` that no slot refers to any more.
-    garbage: u32,
     /// Leaves in `leaves` that no slot refers to any more.
     dead_leaves: u32,
     /// Leaves and child references in the page.
@@ -216,18 +278,6 @@ impl PartialEq for Page {
 }
 
 impl Eq for Page {}
-
-impl Default for Page {
-    fn default() -> Self {
-        Page {
-            nodes: vec![Inner::default()],
-            leaves: Vec::new(),
-            garbage: 0,
-            dead_leaves: 0,
-            terminals: 0,
-        }
-    }
-}
 
 /// A page as read from a source: the page, the version that wrote it, and
 /// the state of its delta chain.
@@ -250,81 +300,132 @@ pub struct ChainInfo {
     pub delta_bytes: u32,
 }
 
+/// The id an expanded page gives a node below its root that the update
+/// leaves packed (it is copied from the old page as it is).
+const PACKED: NodeId = NodeId::MAX;
+
 impl Page {
     /// Id of the page's root node.
     pub const ROOT: NodeId = 0;
 
-    /// Bytes of memory the decoded page holds (its node array included):
-    /// what a cache of pages counts against its budget.
+    /// Bytes of memory the decoded page holds: what a cache of pages counts
+    /// against its budget.
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Page>()
-            + self.nodes.capacity() * std::mem::size_of::<Inner>()
+            + self.slots.capacity() * std::mem::size_of::<Node>()
+            + self.trees.capacity() * std::mem::size_of::<[Hash; 15]>()
             + self.leaves.capacity() * std::mem::size_of::<Leaf>()
-    }
-
-    /// A copy to update, with room for `nodes` more internal nodes and
-    /// `leaves` more leaves, so the update does not grow (and copy again)
-    /// the arrays it just copied.
-    pub(crate) fn copy_with_room(&self, nodes: usize, leaves: usize) -> Page {
-        let mut n = Vec::with_capacity(self.nodes.len() + nodes);
-        n.extend_from_slice(&self.nodes);
-        let mut l = Vec::with_capacity(self.leaves.len() + leaves);
-        l.extend_from_slice(&self.leaves);
-        Page {
-            nodes: n,
-            leaves: l,
-            ..*self
-        }
     }
 
     /// The page root's hash (the page root is always hashed).
     #[inline]
     pub fn hash(&self) -> Hash {
-        self.nodes[0].hash()
+        self.root.hash()
     }
 
-    /// Internal node `id` with every hash inside it: the node itself, or,
-    /// if it is unhashed, a copy hashed now (what a proof through it
+    /// The page's root node.
+    #[inline]
+    pub fn root(&self) -> &Inner {
+        &self.root
+    }
+
+    /// The packed slots of the node below root slot `n`.
+    #[inline]
+    fn run(&self, n: usize) -> &[Node] {
+        let b = &self.bottoms[n];
+        let start = b.start as usize;
+        &self.slots[start..start + b.mask.count_ones() as usize]
+    }
+
+    /// Slot `n` of internal node `id`.
+    #[inline]
+    pub fn child(&self, id: NodeId, n: usize) -> Node {
+        if id == Self::ROOT {
+            return self.root.children[n];
+        }
+        let b = &self.bottoms[id as usize - 1];
+        if b.mask & (1 << n) == 0 {
+            return Node::Empty;
+        }
+        let below = (b.mask & ((1u16 << n) - 1)).count_ones();
+        self.slots[(b.start + below) as usize]
+    }
+
+    /// The occupied slots of internal node `id`, in nibble order.
+    pub fn children(&self, id: NodeId) -> impl Iterator<Item = (usize, Node)> + '_ {
+        let slots = self.slots_of(id);
+        let mut run = slots.runs.iter();
+        (0..16usize)
+            .filter(move |n| slots.mask & (1 << n) != 0)
+            .map(move |n| (n, slots.take(&mut run, n)))
+    }
+
+    /// True when the hashes inside internal node `id` are computed (or,
+    /// below the page root, its leaf slots' hashes).
+    #[inline]
+    fn is_hashed(&self, id: NodeId) -> bool {
+        id == Self::ROOT || self.bottoms[id as usize - 1].hashed
+    }
+
+    /// Internal node `id` with every hash inside it: the page root itself,
+    /// or a node below it, expanded and hashed now (what a proof through it
     /// reads; the page, shared by readers, is left as it is).
     pub fn hashed_node(&self, id: NodeId) -> Cow<'_, Inner> {
-        let node = self.node(id);
-        if node.hashed {
-            return Cow::Borrowed(node);
+        if id == Self::ROOT {
+            return Cow::Borrowed(&self.root);
         }
-        let mut copy = *node;
-        for child in copy.children.iter_mut() {
-            if let Node::Leaf { id, .. } = child {
-                *child = self.hashed_leaf(*id);
-            }
+        let mut node = self.expand(id as usize - 1);
+        if node.stale {
+            node.rehash_all();
         }
-        copy.hashed = true;
-        copy.rehash_all();
-        Cow::Owned(copy)
+        Cow::Owned(node)
     }
 
-    /// Computes the hashes inside internal node `id` if it is unhashed, and
-    /// checks the node's hash against `stored` (its parent slot's): what an
-    /// update does before it changes the node.
-    pub(crate) fn ensure_hashed(&mut self, id: NodeId, stored: &Hash) -> Result<(), &'static str> {
-        if self.node(id).hashed {
-            return Ok(());
+    /// The node below root slot `n` as an [`Inner`] with every slot hash
+    /// computed, and its binary tree if the page keeps it (stale if not).
+    fn expand(&self, n: usize) -> Inner {
+        let b = self.bottoms[n];
+        let mut node = Inner::default();
+        match self.trees.get(b.tree as usize) {
+            Some(tree) => node.tree = *tree,
+            None => node.stale = true,
         }
-        let hashed = self.hashed_node(id).into_owned();
-        *self.node_mut(id) = hashed;
-        if self.node(id).hash() != *stored {
-            return Err(STORED_HASH_MISMATCH);
+        let mut run = self.run(n).iter();
+        for m in 0..16 {
+            if b.mask & (1 << m) != 0 {
+                let slot = *run.next().unwrap_or(&Node::Empty);
+                node.children[m] = match slot {
+                    Node::Leaf { id, .. } if !b.hashed => self.hashed_leaf(id),
+                    other => other,
+                };
+            }
         }
-        Ok(())
+        node
+    }
+
+    /// The node below root slot `n`, expanded for an update: when its slot
+    /// hashes were not known, its hash is computed and checked against
+    /// `stored` (the root slot's).
+    fn expand_checked(&self, n: usize, stored: &Hash) -> Result<Inner, &'static str> {
+        let mut node = self.expand(n);
+        if !self.bottoms[n].hashed {
+            debug_assert!(node.stale, "an unhashed node with a kept tree");
+            node.rehash_all();
+            if node.hash() != *stored {
+                return Err(STORED_HASH_MISMATCH);
+            }
+        }
+        Ok(node)
     }
 
     /// Recomputes every hash that the page's record stored in place of a
     /// subtree and compares it with the stored one: reading a page trusts
     /// them (its record is checksummed), a check of the store does not.
     pub fn verify_stored_hashes(&self) -> Result<(), &'static str> {
-        for child in &self.root().children {
-            if let Node::Inner { id, hash } = child {
-                if !self.node(*id).hashed && self.hashed_node(*id).hash() != *hash {
-                    return Err(STORED_HASH_MISMATCH);
+        for (n, child) in self.root.children.iter().enumerate() {
+            if let Node::Inner { hash, .. } = child {
+                if !self.bottoms[n].hashed {
+                    self.expand_checked(n, hash)?;
                 }
             }
         }
@@ -334,7 +435,7 @@ impl Page {
     /// The hashes of the page root's slots in `mask` (bit `n` = slot `n`)
     /// that are internal nodes: what the page's records store.
     pub fn slot_hashes(&self, mask: u16) -> SlotHashes {
-        self.root()
+        self.root
             .children
             .iter()
             .enumerate()
@@ -345,15 +446,306 @@ impl Page {
             .collect()
     }
 
+    /// The contents of leaf `id` of this page.
+    #[inline]
+    pub fn leaf(&self, id: LeafId) -> &Leaf {
+        &self.leaves[id as usize]
+    }
+
+    /// The slot of leaf `id`, with its hash computed.
+    fn hashed_leaf(&self, id: LeafId) -> Node {
+        let l = self.leaf(id);
+        Node::Leaf {
+            id,
+            hash: leaf_hash(&l.key_hash, &l.value_hash),
+        }
+    }
+
+    /// Number of terminals (what a base record of the page holds).
+    #[inline]
+    pub fn terminal_count(&self) -> usize {
+        self.terminals as usize
+    }
+
+    pub(crate) fn set_terminal_count(&mut self, n: usize) {
+        self.terminals = n as u32;
+    }
+
+    /// The page's terminals in position order (its stored form).
+    pub fn to_image(&self) -> PageImage {
+        let mut entries = Vec::with_capacity(self.terminals as usize);
+        self.collect_terminals(Self::ROOT, 0, 0, &mut entries);
+        entries.sort_unstable_by_key(|e: &(SlotPos, Terminal)| e.0);
+        PageImage {
+            levels: PAGE_LEVELS as u8,
+            entries,
+            hashes: self.slot_hashes(0xffff),
+        }
+    }
+
+    /// Builds the page at `path` from its stored form, checking its shape.
+    /// The page root's slots whose hashes the image holds are left unhashed;
+    /// every other hash is computed.
+    pub fn from_image(image: &PageImage, path: &PagePath) -> Result<Page, MerkleError> {
+        Ok(Dense::from_image(image, path)?.pack(None))
+    }
+
+    /// The changed slots from `old` to `self`, in position order: the delta
+    /// that turns the stored form of `old` into that of `self`, and the
+    /// number of terminals it removes and adds. Subtrees with equal hashes
+    /// are equal and are skipped without a look inside.
+    pub fn changes_since(&self, old: &Page) -> (Vec<(SlotPos, Option<Terminal>)>, usize, usize) {
+        let mut out = Vec::new();
+        let (mut removed, mut added) = (0, 0);
+        if self.hash() == old.hash() {
+            return (out, removed, added);
+        }
+        diff(
+            (old, Self::ROOT),
+            (self, Self::ROOT),
+            0,
+            0,
+            &mut out,
+            &mut removed,
+            &mut added,
+        );
+        // Removals were pushed before additions at the same position (and
+        // the sort is stable); keep the addition.
+        out.sort_by_key(|c| c.0);
+        out.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                *earlier = *later;
+                true
+            } else {
+                false
+            }
+        });
+        (out, removed, added)
+    }
+
+    /// Appends the terminals below node `id` (at `depth` nibbles below the
+    /// page root along `nibbles`).
+    fn collect_terminals(
+        &self,
+        id: NodeId,
+        depth: u8,
+        nibbles: u16,
+        out: &mut Vec<(SlotPos, Terminal)>,
+    ) {
+        for (n, child) in self.children(id) {
+            self.terminals_of(&child, depth + 1, nibbles << 4 | n as u16, |p, t| {
+                out.push((p, t))
+            });
+        }
+    }
+
+    /// Calls `f` on each terminal of the slot `node` at position
+    /// `(depth, path)`.
+    fn terminals_of(
+        &self,
+        node: &Node,
+        depth: u8,
+        path: u16,
+        mut f: impl FnMut(SlotPos, Terminal),
+    ) {
+        self.walk_terminals(node, depth, path, &mut f);
+    }
+
+    fn walk_terminals(
+        &self,
+        node: &Node,
+        depth: u8,
+        path: u16,
+        f: &mut dyn FnMut(SlotPos, Terminal),
+    ) {
+        let pos = || SlotPos::new(depth, path).unwrap_or_else(unreachable_pos);
+        match node {
+            Node::Empty => {}
+            Node::Leaf { id, .. } => {
+                let l = self.leaf(*id);
+                f(
+                    pos(),
+                    Terminal::Leaf {
+                        key_hash: l.key_hash,
+                        value_hash: l.value_hash,
+                    },
+                )
+            }
+            Node::Page(h) => f(pos(), Terminal::Child { hash: *h }),
+            Node::Inner { id, .. } => {
+                for (n, child) in self.children(*id) {
+                    self.walk_terminals(&child, depth + 1, path << 4 | n as u16, f);
+                }
+            }
+        }
+    }
+}
+
+/// A page expanded for an update (or while it is decoded): every internal
+/// node it holds is a whole [`Inner`] in one array (`nodes[0]` is the page
+/// root), so the update code changes, adds and rehashes nodes in place.
+/// [`Dense::pack`] turns it back into a [`Page`].
+///
+/// A page expanded from an old page for an update holds only the nodes the
+/// update changes: the root slots of the others keep the id `PACKED`, and
+/// packing copies those nodes' slots from the old page.
+#[derive(Debug, Clone)]
+pub(crate) struct Dense {
+    nodes: Vec<Inner>,
+    leaves: Vec<Leaf>,
+    dead_leaves: u32,
+    terminals: u32,
+}
+
+impl Default for Dense {
+    fn default() -> Self {
+        Dense {
+            nodes: vec![Inner::default()],
+            leaves: Vec::new(),
+            dead_leaves: 0,
+            terminals: 0,
+        }
+    }
+}
+
+impl Dense {
+    /// `old` expanded for an update below the root slots in `touched` (bit
+    /// `n` = slot `n`), with room for `leaves` more leaves and as many
+    /// internal nodes. The nodes below touched slots are expanded (and, if
+    /// their hashes were not computed, hashed and checked against the
+    /// stored hash); the others stay packed in `old`.
+    pub(crate) fn for_update(
+        old: &Page,
+        touched: u16,
+        leaves: usize,
+    ) -> Result<Dense, &'static str> {
+        let mut nodes = Vec::with_capacity(1 + touched.count_ones() as usize + leaves);
+        nodes.push(old.root);
+        for n in 0..16 {
+            if let Node::Inner { hash, .. } = old.root.children[n] {
+                let id = if touched & (1 << n) != 0 {
+                    nodes.push(old.expand_checked(n, &hash)?);
+                    (nodes.len() - 1) as NodeId
+                } else {
+                    PACKED
+                };
+                nodes[0].children[n] = Node::Inner { id, hash };
+            }
+        }
+        let mut l = Vec::with_capacity(old.leaves.len() + leaves);
+        l.extend_from_slice(&old.leaves);
+        Ok(Dense {
+            nodes,
+            leaves: l,
+            dead_leaves: old.dead_leaves,
+            terminals: old.terminals,
+        })
+    }
+
+    /// The packed page, taking the nodes left packed from `old` (the page
+    /// this one was expanded from). Unreferenced leaves are dropped once
+    /// they are a quarter of the leaf array (until then they cost memory,
+    /// not time: nothing walks what no slot refers to).
+    pub(crate) fn pack(self, old: Option<&Page>) -> Page {
+        let mut root = self.nodes[0];
+        debug_assert!(root.hashed && !root.stale);
+        let keeps_tree = |node: &Inner| node.hashed && !node.stale && node.occupied() >= TREE_MIN;
+        let (mut len, mut kept) = (0, 0);
+        for (n, child) in root.children.iter().enumerate() {
+            if let Node::Inner { id, .. } = child {
+                let (slots, tree) = match (*id, old) {
+                    (PACKED, Some(o)) => (
+                        o.bottoms[n].mask.count_ones() as usize,
+                        o.bottoms[n].tree != NO_TREE,
+                    ),
+                    (PACKED, None) => (0, false),
+                    (id, _) => {
+                        let node = &self.nodes[id as usize];
+                        (node.occupied(), keeps_tree(node))
+                    }
+                };
+                len += slots;
+                kept += usize::from(tree);
+            }
+        }
+        let mut slots = Vec::with_capacity(len);
+        let mut trees = Vec::with_capacity(kept);
+        let mut bottoms = [Bottom::default(); 16];
+        for (n, bottom) in bottoms.iter_mut().enumerate() {
+            let Node::Inner { id, hash } = root.children[n] else {
+                continue;
+            };
+            let start = slots.len() as u32;
+            let (mask, hashed, tree) = match (id, old) {
+                (PACKED, Some(o)) => {
+                    slots.extend_from_slice(o.run(n));
+                    let b = o.bottoms[n];
+                    (b.mask, b.hashed, o.trees.get(b.tree as usize))
+                }
+                // `for_update` is the only maker of packed ids, and its
+                // page is always packed with the page it was expanded from.
+                (PACKED, None) => unreachable!("a packed node without the page it is in"),
+                (id, _) => {
+                    let node = &self.nodes[id as usize];
+                    let mut mask = 0u16;
+                    for (m, c) in node.children.iter().enumerate() {
+                        debug_assert!(!matches!(c, Node::Inner { .. }));
+                        if !c.is_empty() {
+                            mask |= 1 << m;
+                            slots.push(*c);
+                        }
+                    }
+                    (mask, node.hashed, keeps_tree(node).then_some(&node.tree))
+                }
+            };
+            let tree = match tree {
+                Some(t) => {
+                    trees.push(*t);
+                    (trees.len() - 1) as u32
+                }
+                None => NO_TREE,
+            };
+            *bottom = Bottom {
+                start,
+                mask,
+                hashed,
+                tree,
+            };
+            root.children[n] = Node::Inner {
+                id: n as NodeId + 1,
+                hash,
+            };
+        }
+        let mut page = Page {
+            root,
+            bottoms,
+            slots,
+            trees,
+            leaves: self.leaves,
+            dead_leaves: self.dead_leaves,
+            terminals: self.terminals,
+        };
+        if page.dead_leaves as usize * 4 > page.leaves.len() {
+            compact_leaves(&mut page);
+        }
+        page
+    }
+
+    /// The page root's hash.
+    #[inline]
+    pub(crate) fn hash(&self) -> Hash {
+        self.nodes[0].hash()
+    }
+
     /// The page's root node.
     #[inline]
-    pub fn root(&self) -> &Inner {
+    pub(crate) fn root(&self) -> &Inner {
         &self.nodes[0]
     }
 
     /// The internal node `id` of this page.
     #[inline]
-    pub fn node(&self, id: NodeId) -> &Inner {
+    pub(crate) fn node(&self, id: NodeId) -> &Inner {
         &self.nodes[id as usize]
     }
 
@@ -366,7 +758,7 @@ impl Page {
 
     /// The contents of leaf `id` of this page.
     #[inline]
-    pub fn leaf(&self, id: LeafId) -> &Leaf {
+    pub(crate) fn leaf(&self, id: LeafId) -> &Leaf {
         &self.leaves[id as usize]
     }
 
@@ -385,7 +777,7 @@ impl Page {
         self.put_hashed_leaf(spare, leaf, leaf_hash(&key_hash, &value_hash))
     }
 
-    /// [`Page::put_leaf`] of a leaf whose hash is known.
+    /// [`Dense::put_leaf`] of a leaf whose hash is known.
     pub(crate) fn put_hashed_leaf(
         &mut self,
         spare: &mut Option<LeafId>,
@@ -425,56 +817,9 @@ impl Page {
         (self.nodes.len() - 1) as NodeId
     }
 
-    /// Notes that a node is no longer referred to.
-    pub(crate) fn drop_node(&mut self) {
-        self.garbage += 1;
-    }
-
-    /// Number of terminals (what a base record of the page holds).
-    #[inline]
-    pub fn terminal_count(&self) -> usize {
-        self.terminals as usize
-    }
-
-    pub(crate) fn set_terminal_count(&mut self, n: usize) {
-        self.terminals = n as u32;
-    }
-
-    /// Drops unreferenced nodes and leaves, renumbering the others in
-    /// depth-first order, once they are a quarter of either array (until
-    /// then they cost memory, not time: nothing walks what no slot refers
-    /// to).
-    pub(crate) fn compact(&mut self) {
-        if self.garbage as usize * 4 <= self.nodes.len()
-            && self.dead_leaves as usize * 4 <= self.leaves.len()
-        {
-            return;
-        }
-        let mut nodes = Vec::with_capacity(self.nodes.len() - self.garbage as usize);
-        let mut leaves = Vec::with_capacity(self.leaves.len() - self.dead_leaves as usize);
-        copy_reachable(self, Self::ROOT, &mut nodes, &mut leaves);
-        self.nodes = nodes;
-        self.leaves = leaves;
-        self.garbage = 0;
-        self.dead_leaves = 0;
-    }
-
-    /// The page's terminals in position order (its stored form).
-    pub fn to_image(&self) -> PageImage {
-        let mut entries = Vec::with_capacity(self.terminals as usize);
-        self.collect_terminals(Self::ROOT, 0, 0, &mut entries);
-        entries.sort_unstable_by_key(|e: &(SlotPos, Terminal)| e.0);
-        PageImage {
-            levels: PAGE_LEVELS as u8,
-            entries,
-            hashes: self.slot_hashes(0xffff),
-        }
-    }
-
-    /// Builds the page at `path` from its stored form, checking its shape.
-    /// The page root's slots whose hashes the image holds are left unhashed;
-    /// every other hash is computed.
-    pub fn from_image(image: &PageImage, path: &PagePath) -> Result<Page, MerkleError> {
+    /// Builds the page at `path` from its stored form (see
+    /// [`Page::from_image`]).
+    fn from_image(image: &PageImage, path: &PagePath) -> Result<Dense, MerkleError> {
         let bad = |detail: &'static str| MerkleError::CorruptPage {
             path: *path,
             detail,
@@ -484,7 +829,7 @@ impl Page {
         }
         // Sized up front: growing the node array copied it (1,124 bytes a
         // node) about twice over per page read.
-        let mut page = Page::default();
+        let mut page = Dense::default();
         let leaves = image
             .entries
             .iter()
@@ -495,7 +840,7 @@ impl Page {
         page.leaves.reserve_exact(leaves);
         for (pos, terminal) in &image.entries {
             let depth = pos.depth();
-            let mut id = Self::ROOT;
+            let mut id = Page::ROOT;
             for i in 0..depth - 1 {
                 let n = usize::from(pos.nibble(i));
                 id = match page.node(id).children[n] {
@@ -557,7 +902,7 @@ impl Page {
                 }
             }
         }
-        page.check_and_hash(Self::ROOT, true).map_err(bad)?;
+        page.check_and_hash(Page::ROOT, true).map_err(bad)?;
         if !path.is_root() {
             let root = page.root();
             if root.occupied() == 0 || root.lone_leaf().is_some() {
@@ -565,96 +910,6 @@ impl Page {
             }
         }
         Ok(page)
-    }
-
-    /// The changed slots from `old` to `self`, in position order: the delta
-    /// that turns the stored form of `old` into that of `self`, and the
-    /// number of terminals it removes and adds. Subtrees with equal hashes
-    /// are equal and are skipped without a look inside.
-    pub fn changes_since(&self, old: &Page) -> (Vec<(SlotPos, Option<Terminal>)>, usize, usize) {
-        let mut out = Vec::new();
-        let (mut removed, mut added) = (0, 0);
-        if self.hash() == old.hash() {
-            return (out, removed, added);
-        }
-        diff(
-            (old, Self::ROOT),
-            (self, Self::ROOT),
-            0,
-            0,
-            &mut out,
-            &mut removed,
-            &mut added,
-        );
-        // Removals were pushed before additions at the same position (and
-        // the sort is stable); keep the addition.
-        out.sort_by_key(|c| c.0);
-        out.dedup_by(|later, earlier| {
-            if later.0 == earlier.0 {
-                *earlier = *later;
-                true
-            } else {
-                false
-            }
-        });
-        (out, removed, added)
-    }
-
-    /// Appends the terminals below node `id` (at `depth` nibbles below the
-    /// page root along `nibbles`).
-    fn collect_terminals(
-        &self,
-        id: NodeId,
-        depth: u8,
-        nibbles: u16,
-        out: &mut Vec<(SlotPos, Terminal)>,
-    ) {
-        for (n, child) in self.node(id).children.iter().enumerate() {
-            self.terminals_of(child, depth + 1, nibbles << 4 | n as u16, |p, t| {
-                out.push((p, t))
-            });
-        }
-    }
-
-    /// Calls `f` on each terminal of the slot `node` at position
-    /// `(depth, path)`.
-    fn terminals_of(
-        &self,
-        node: &Node,
-        depth: u8,
-        path: u16,
-        mut f: impl FnMut(SlotPos, Terminal),
-    ) {
-        self.walk_terminals(node, depth, path, &mut f);
-    }
-
-    fn walk_terminals(
-        &self,
-        node: &Node,
-        depth: u8,
-        path: u16,
-        f: &mut dyn FnMut(SlotPos, Terminal),
-    ) {
-        let pos = || SlotPos::new(depth, path).unwrap_or_else(unreachable_pos);
-        match node {
-            Node::Empty => {}
-            Node::Leaf { id, .. } => {
-                let l = self.leaf(*id);
-                f(
-                    pos(),
-                    Terminal::Leaf {
-                        key_hash: l.key_hash,
-                        value_hash: l.value_hash,
-                    },
-                )
-            }
-            Node::Page(h) => f(pos(), Terminal::Child { hash: *h }),
-            Node::Inner { id, .. } => {
-                for (n, child) in self.node(*id).children.iter().enumerate() {
-                    self.walk_terminals(child, depth + 1, path << 4 | n as u16, f);
-                }
-            }
-        }
     }
 
     /// Computes the hashes of the leaves and hashed inner nodes below `id`,
@@ -692,6 +947,23 @@ impl Page {
     }
 }
 
+/// Drops the leaves of `page` that no slot refers to, renumbering the
+/// others in slot order.
+fn compact_leaves(page: &mut Page) {
+    let mut leaves = Vec::with_capacity(page.leaves.len() - page.dead_leaves as usize);
+    let old = std::mem::take(&mut page.leaves);
+    let mut renumber = |node: &mut Node| {
+        if let Node::Leaf { id, .. } = node {
+            leaves.push(old[*id as usize]);
+            *id = (leaves.len() - 1) as LeafId;
+        }
+    };
+    page.root.children.iter_mut().for_each(&mut renumber);
+    page.slots.iter_mut().for_each(&mut renumber);
+    page.leaves = leaves;
+    page.dead_leaves = 0;
+}
+
 const LONE_LEAF: &str = "an internal node holds a lone leaf";
 
 const STORED_HASH_MISMATCH: &str = "a stored hash does not match the subtree below it";
@@ -711,33 +983,6 @@ fn same_slot(old: &Page, p: &Node, new: &Page, q: &Node, hashed: bool) -> bool {
     }
 }
 
-/// Copies node `id` of `page` and the nodes and leaves below it into
-/// `nodes` and `leaves`, renumbering them.
-fn copy_reachable(
-    page: &Page,
-    id: NodeId,
-    nodes: &mut Vec<Inner>,
-    leaves: &mut Vec<Leaf>,
-) -> NodeId {
-    let at = nodes.len();
-    nodes.push(page.nodes[id as usize]);
-    for n in 0..16 {
-        match nodes[at].children[n] {
-            Node::Inner { id: child, hash } => {
-                let new = copy_reachable(page, child, nodes, leaves);
-                nodes[at].children[n] = Node::Inner { id: new, hash };
-            }
-            Node::Leaf { id: leaf, hash } => {
-                leaves.push(*page.leaf(leaf));
-                let new = (leaves.len() - 1) as LeafId;
-                nodes[at].children[n] = Node::Leaf { id: new, hash };
-            }
-            Node::Empty | Node::Page(_) => {}
-        }
-    }
-    at as NodeId
-}
-
 #[allow(clippy::too_many_arguments)]
 fn diff(
     (old, a): (&Page, NodeId),
@@ -749,26 +994,81 @@ fn diff(
     added: &mut usize,
 ) {
     // Called on the page roots and on inner slots whose hashes differ.
-    let (x, y) = (old.node(a), new.node(b));
     // Comparing leaf hashes leaves the (cold) leaf arrays untouched.
-    let hashed = x.hashed && y.hashed;
-    for (n, (p, q)) in x.children.iter().zip(y.children.iter()).enumerate() {
-        if same_slot(old, p, new, q, hashed) {
+    let hashed = old.is_hashed(a) && new.is_hashed(b);
+    let (x, y) = (old.slots_of(a), new.slots_of(b));
+    let (mut rx, mut ry) = (x.runs.iter(), y.runs.iter());
+    let mut both = x.mask | y.mask;
+    while both != 0 {
+        let n = both.trailing_zeros() as usize;
+        both &= both - 1;
+        let (p, q) = (x.take(&mut rx, n), y.take(&mut ry, n));
+        if same_slot(old, &p, new, &q, hashed) {
             continue;
         }
         let path = nibbles << 4 | n as u16;
         if let (Node::Inner { id: i, .. }, Node::Inner { id: j, .. }) = (p, q) {
-            diff((old, *i), (new, *j), depth + 1, path, out, removed, added);
+            diff((old, i), (new, j), depth + 1, path, out, removed, added);
             continue;
         }
-        old.terminals_of(p, depth + 1, path, |pos, _| {
+        old.terminals_of(&p, depth + 1, path, |pos, _| {
             *removed += 1;
             out.push((pos, None));
         });
-        new.terminals_of(q, depth + 1, path, |pos, t| {
+        new.terminals_of(&q, depth + 1, path, |pos, t| {
             *added += 1;
             out.push((pos, Some(t)));
         });
+    }
+}
+
+/// The occupied slots of one internal node of a page: the whole slot
+/// array of the page root, or the packed run of a node below it.
+struct Slots<'a> {
+    mask: u16,
+    whole: Option<&'a [Node; 16]>,
+    runs: &'a [Node],
+}
+
+impl Slots<'_> {
+    /// Slot `n`, taking it from `run` (this node's packed run, advanced
+    /// in nibble order) when the node is packed.
+    #[inline]
+    fn take(&self, run: &mut std::slice::Iter<'_, Node>, n: usize) -> Node {
+        if self.mask & (1 << n) == 0 {
+            Node::Empty
+        } else if let Some(whole) = self.whole {
+            whole[n]
+        } else {
+            *run.next().unwrap_or(&Node::Empty)
+        }
+    }
+}
+
+impl Page {
+    /// The occupied slots of internal node `id`.
+    fn slots_of(&self, id: NodeId) -> Slots<'_> {
+        if id == Self::ROOT {
+            let mask = self.root.children.iter().enumerate().fold(0, |m, (n, c)| {
+                if c.is_empty() {
+                    m
+                } else {
+                    m | 1 << n
+                }
+            });
+            Slots {
+                mask,
+                whole: Some(&self.root.children),
+                runs: &[],
+            }
+        } else {
+            let n = id as usize - 1;
+            Slots {
+                mask: self.bottoms[n].mask,
+                whole: None,
+                runs: self.run(n),
+            }
+        }
     }
 }
 
@@ -782,10 +1082,12 @@ fn unreachable_pos() -> SlotPos {
 const _: () =
     assert!(PAGE_LEVELS >= 1 && PAGE_LEVELS <= verity_codec::page::MAX_PAGE_LEVELS as usize);
 
-// Stored hashes leave only the page root's children unhashed, and the code
-// that hashes them later relies on their slots holding no internal nodes.
-const _: () = assert!(PAGE_LEVELS <= 2);
+// A page is its root and the nodes of the level below it, which hold no
+// internal nodes: the packed layout, the stored hashes (only the page
+// root's children are ever unhashed) and the code that expands and hashes
+// those nodes all rely on it.
+const _: () = assert!(PAGE_LEVELS == 2);
 
-// A slot is a hash and an index: what keeps a node at 16 x 40 + 15 x 32 =
-// 1,120 bytes, about half what it took with leaves inline.
+// A slot is a hash and an index: what keeps a packed slot at 40 bytes and a
+// whole node at 16 x 40 + 15 x 32 = 1,120 bytes.
 const _: () = assert!(std::mem::size_of::<Node>() <= 40);

@@ -43,13 +43,13 @@ pub fn get<S: PageSource + ?Sized>(
     let mut id = Page::ROOT;
     let mut depth = 0;
     loop {
-        match &page.node(id).children[usize::from(nibble(key_hash, depth))] {
+        match page.child(id, usize::from(nibble(key_hash, depth))) {
             Node::Empty => return Ok(None),
             Node::Leaf { id: leaf, .. } => {
-                let l = page.leaf(*leaf);
+                let l = page.leaf(leaf);
                 return Ok((l.key_hash == *key_hash).then_some(l.value_hash));
             }
-            Node::Inner { id: child, .. } => id = *child,
+            Node::Inner { id: child, .. } => id = child,
             Node::Page(_) => {
                 page = load(source, &PagePath::from_key(key_hash, depth + 1), version)?;
                 id = Page::ROOT;
@@ -103,7 +103,7 @@ fn collect<S: PageSource + ?Sized>(
     limit: usize,
     out: &mut Vec<(KeyHash, ValueHash)>,
 ) -> Result<(), MerkleError> {
-    for (n, child) in page.node(id).children.iter().enumerate() {
+    for (n, child) in page.children(id) {
         if out.len() >= limit {
             break;
         }
@@ -114,13 +114,13 @@ fn collect<S: PageSource + ?Sized>(
         match child {
             Node::Empty => {}
             Node::Leaf { id: leaf, .. } => {
-                let l = page.leaf(*leaf);
+                let l = page.leaf(leaf);
                 if l.key_hash >= *from {
                     out.push((l.key_hash, l.value_hash));
                 }
             }
             Node::Inner { id: child, .. } => {
-                collect(source, version, (page, *child), path, from, limit, out)?
+                collect(source, version, (page, child), path, from, limit, out)?
             }
             Node::Page(_) => {
                 let child = load(source, &path, version)?;
@@ -171,13 +171,13 @@ fn check_below<S: PageSource + ?Sized>(
     at: PagePath,
     pages: &mut usize,
 ) -> Result<(), MerkleError> {
-    for (n, child) in page.node(id).children.iter().enumerate() {
+    for (n, child) in page.children(id) {
         let path = at.child(n as u8);
         match child {
-            Node::Inner { id, .. } => check_below(source, version, page, *id, path, pages)?,
+            Node::Inner { id, .. } => check_below(source, version, page, id, path, pages)?,
             Node::Page(hash) => {
                 let child = load(source, &path, version)?;
-                if child.hash() != *hash {
+                if child.hash() != hash {
                     return Err(MerkleError::CorruptPage {
                         path,
                         detail: "a child page reference does not match the child page",

@@ -21,7 +21,7 @@ use verity_codec::varint;
 
 use crate::error::MerkleError;
 use crate::hash::{nibble, Hash, KeyHash, ValueHash};
-use crate::page::{ChainInfo, Leaf, LeafId, Node, NodeId, Page, VersionedPage, PAGE_LEVELS};
+use crate::page::{ChainInfo, Dense, Leaf, LeafId, Node, NodeId, Page, VersionedPage, PAGE_LEVELS};
 use crate::path::PagePath;
 use crate::source::PageSource;
 
@@ -166,7 +166,7 @@ enum Up {
 
 impl Up {
     /// The slot of `page` that holds what this says.
-    fn place(self, page: &mut Page) -> Node {
+    fn place(self, page: &mut Dense) -> Node {
         match self {
             Up::Empty => Node::Empty,
             Up::Leaf(leaf, hash) => page.put_hashed_leaf(&mut None, leaf, hash),
@@ -314,7 +314,7 @@ fn child_pages(
     for (n, group) in groups.into_iter().enumerate() {
         let Some(g) = group else { continue };
         let sub = range.start + g.start..range.start + g.end;
-        match page.node(id).children[n] {
+        match page.child(id, n) {
             Node::Inner { id: child, .. } => {
                 child_pages(page, child, depth + 1, updates, sub, wanted)
             }
@@ -344,21 +344,20 @@ fn update_page(
             version: ctx.read_version,
         });
     }
-    // Room for what the updates can add: an insert adds one leaf and at
-    // most PAGE_LEVELS - 1 internal nodes to this page.
-    let room = ups.len().min(16);
-    let mut page = old.map_or_else(Page::default, |o| {
-        o.page.copy_with_room(room * (PAGE_LEVELS - 1), room)
-    });
     let depth = path.len();
-    // The subtrees the updates change need every hash inside them; a page
-    // read from its record knows only the hash of each.
-    for (n, g) in nibble_groups(ups, depth).into_iter().enumerate() {
-        if let (Some(_), Node::Inner { id, hash }) = (g, page.root().children[n]) {
-            page.ensure_hashed(id, &hash)
-                .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
-        }
-    }
+    // The nodes below the root slots the updates fall into are expanded
+    // (and hashed, if the page was read from a record that stores only
+    // their hashes); the others stay packed. Room for what the updates can
+    // add: an insert adds one leaf and at most one internal node.
+    let touched = nibble_groups(ups, depth)
+        .iter()
+        .enumerate()
+        .fold(0u16, |m, (n, g)| if g.is_some() { m | 1 << n } else { m });
+    let mut page = match old {
+        Some(o) => Dense::for_update(&o.page, touched, ups.len().min(16))
+            .map_err(|detail| MerkleError::CorruptPage { path, detail })?,
+        None => Dense::default(),
+    };
     let mut jobs = Vec::new();
     plan_update(&page, Page::ROOT, depth, 0, ups, &mut jobs)?;
     let mut done = run_jobs(ctx, jobs, ups.len(), out)?.into_iter();
@@ -373,8 +372,8 @@ fn update_page(
             return Ok(up);
         }
     }
-    page.compact();
     let hash = page.hash();
+    let page = page.pack(old.map(|o| &*o.page));
     emit(ctx, path, old, Some(page), out);
     Ok(Up::Page(hash))
 }
@@ -390,7 +389,7 @@ fn build_page(
     let mut jobs = Vec::new();
     plan_children(depth, 0, leaves, &mut jobs)?;
     let mut done = run_jobs(ctx, jobs, leaves.len(), out)?.into_iter();
-    let mut page = Page::default();
+    let mut page = Dense::default();
     build_children(
         &mut page,
         Page::ROOT,
@@ -401,7 +400,7 @@ fn build_page(
         &mut None,
     )?;
     let hash = page.hash();
-    emit(ctx, path, None, Some(page), out);
+    emit(ctx, path, None, Some(page.pack(None)), out);
     Ok(Up::Page(hash))
 }
 
@@ -441,7 +440,7 @@ fn run_jobs(
 /// `ups` below node `id` (at nibble `depth`, `rel` levels below the page
 /// root) update or create.
 fn plan_update<'u>(
-    page: &Page,
+    page: &Dense,
     id: NodeId,
     depth: usize,
     rel: usize,
@@ -535,7 +534,7 @@ fn next_done(done: &mut impl Iterator<Item = Up>) -> Result<Up, MerkleError> {
 /// below the page root), taking the child pages' results from `done`, and
 /// rehashes the node.
 fn update_node(
-    page: &mut Page,
+    page: &mut Dense,
     id: NodeId,
     depth: usize,
     rel: usize,
@@ -551,10 +550,7 @@ fn update_node(
             Node::Inner { id: child, .. } => {
                 update_node(page, child, depth + 1, rel + 1, sub, done)?;
                 match collapse(page, child) {
-                    Some(node) => {
-                        page.drop_node();
-                        node
-                    }
+                    Some(node) => node,
                     None => Node::Inner {
                         id: child,
                         hash: page.node(child).hash(),
@@ -585,7 +581,7 @@ fn update_node(
 /// What internal node `id` becomes when it is no longer canonical: `Empty`
 /// when no slot is occupied, its leaf when a lone leaf is left (the leaf
 /// moves up); `None` while it still holds two keys or more.
-fn collapse(page: &mut Page, id: NodeId) -> Option<Node> {
+fn collapse(page: &mut Dense, id: NodeId) -> Option<Node> {
     let node = page.node_mut(id);
     if node.occupied() == 0 {
         return Some(Node::Empty);
@@ -620,7 +616,7 @@ fn merge(existing: Option<&Leaf>, ups: &[Update]) -> Vec<(KeyHash, ValueHash)> {
 /// child pages from `done` and storing the first leaf in `spare`'s entry
 /// (if any).
 fn build(
-    page: &mut Page,
+    page: &mut Dense,
     depth: usize,
     rel: usize,
     leaves: &[(KeyHash, ValueHash)],
@@ -644,7 +640,7 @@ fn build(
 }
 
 fn build_children(
-    page: &mut Page,
+    page: &mut Dense,
     id: NodeId,
     depth: usize,
     rel: usize,

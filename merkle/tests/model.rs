@@ -39,9 +39,23 @@ fn arb_key() -> impl Strategy<Value = H> {
 
 type Op = (usize, Option<u8>);
 
+/// Keys under the root page's slots 0 and 1, spread over the 16 slots of
+/// the node below each, so those nodes are dense (they keep their binary
+/// trees) or sparse as the versions insert and delete.
+fn arb_dense_key() -> impl Strategy<Value = H> {
+    any::<[u8; 32]>().prop_map(|mut k| {
+        k[0] &= 0x1f;
+        k
+    })
+}
+
 fn arb_history() -> impl Strategy<Value = (Vec<H>, Vec<Vec<Op>>, u64)> {
+    history(arb_key().boxed())
+}
+
+fn history(key: BoxedStrategy<H>) -> impl Strategy<Value = (Vec<H>, Vec<Vec<Op>>, u64)> {
     (
-        prop::collection::vec(arb_key(), 1..48),
+        prop::collection::vec(key, 1..48),
         prop::collection::vec(
             prop::collection::vec(
                 (any::<usize>(), prop::option::weighted(0.7, any::<u8>())),
@@ -62,78 +76,115 @@ fn trie_matches_the_model_at_every_version() {
     let mut runner = runner("trie_matches_the_model_at_every_version", 96);
     runner
         .run(&arb_history(), |(keys, versions, prune_every)| {
-            let policy = DeltaPolicy {
-                max_deltas: 3,
-                max_chain_percent: 400,
-            };
-            let trie = Trie::with_policy(MemPageStore::new(), policy);
-            let mut model: Vec<BTreeMap<H, H>> = vec![BTreeMap::new()];
-            let mut written: Vec<(PagePath, u64, verity_merkle::Page)> = Vec::new();
-            prop_assert_eq!(trie.root(0).expect("root"), EMPTY);
-            for (i, ops) in versions.iter().enumerate() {
-                let v = i as u64 + 1;
-                let mut batch: BTreeMap<H, Option<H>> = BTreeMap::new();
-                for (k, val) in ops {
-                    batch.insert(keys[k % keys.len()], val.map(value));
-                }
-                let mut next = model[i].clone();
-                apply_batch(&mut next, &batch);
-                let updates: Vec<_> = batch.into_iter().collect();
-                let out = trie.update(v - 1, v, &updates).expect("update");
-                prop_assert_eq!(out.root, naive_root(&next), "root of version {}", v);
-                for w in &out.writes {
-                    if let Some(p) = &w.page {
-                        written.push((w.path, v, (**p).clone()));
-                    }
-                }
-                trie.source().apply(&out).expect("apply");
-                model.push(next);
-                if prune_every > 0 && v.is_multiple_of(prune_every + 1) {
-                    trie.source().prune(v - 1).expect("prune");
-                }
-            }
-            let floor = trie.source().floor();
-            for (v, set) in model.iter().enumerate() {
-                let v = v as u64;
-                if v < floor {
-                    prop_assert!(
-                        trie.root(v).is_err(),
-                        "version {} below the floor {} must not read",
-                        v,
-                        floor
-                    );
-                    continue;
-                }
-                prop_assert_eq!(trie.root(v).expect("root"), naive_root(set));
-                let all: Vec<(H, H)> = set.iter().map(|(k, v)| (*k, *v)).collect();
-                prop_assert_eq!(
-                    trie.leaves(v, &[0; 32], usize::MAX).expect("leaves"),
-                    all.clone()
-                );
-                if let Some((k, _)) = all.get(all.len() / 2) {
-                    let tail = trie.leaves(v, k, 3).expect("leaves");
-                    prop_assert_eq!(
-                        &tail[..],
-                        &all[all.len() / 2..(all.len() / 2 + 3).min(all.len())]
-                    );
-                }
-                for k in &keys {
-                    prop_assert_eq!(trie.get(v, k).expect("get"), set.get(k).copied());
-                }
-            }
-            // Every page version at or above the floor, rebuilt from its base
-            // and deltas, equals the page the update built directly.
-            for (path, v, page) in &written {
-                if *v >= floor {
-                    let rebuilt = trie.source().page_from_records(path, *v).expect("rebuild");
-                    let rebuilt = rebuilt.expect("page exists");
-                    prop_assert_eq!(&*rebuilt.page, page);
-                    prop_assert_eq!(rebuilt.page.terminal_count(), page.terminal_count());
-                }
-            }
-            Ok(())
+            matches_the_model(keys, versions, prune_every)
         })
         .expect("model test");
+}
+
+#[test]
+fn a_page_root_s_dense_and_sparse_children_match_the_model() {
+    let mut runner = runner(
+        "a_page_root_s_dense_and_sparse_children_match_the_model",
+        64,
+    );
+    runner
+        .run(
+            &history(arb_dense_key().boxed()),
+            |(keys, versions, prune_every)| matches_the_model(keys, versions, prune_every),
+        )
+        .expect("model test");
+}
+
+/// Applies `versions` of changes to `keys` and checks every version of
+/// the trie against a plain map: roots, reads, leaf scans, proofs, and every page
+/// rebuilt from its records against the page the update built.
+fn matches_the_model(
+    keys: Vec<H>,
+    versions: Vec<Vec<Op>>,
+    prune_every: u64,
+) -> Result<(), TestCaseError> {
+    let policy = DeltaPolicy {
+        max_deltas: 3,
+        max_chain_percent: 400,
+    };
+    let trie = Trie::with_policy(MemPageStore::new(), policy);
+    let mut model: Vec<BTreeMap<H, H>> = vec![BTreeMap::new()];
+    let mut written: Vec<(PagePath, u64, verity_merkle::Page)> = Vec::new();
+    prop_assert_eq!(trie.root(0).expect("root"), EMPTY);
+    for (i, ops) in versions.iter().enumerate() {
+        let v = i as u64 + 1;
+        let mut batch: BTreeMap<H, Option<H>> = BTreeMap::new();
+        for (k, val) in ops {
+            batch.insert(keys[k % keys.len()], val.map(value));
+        }
+        let mut next = model[i].clone();
+        apply_batch(&mut next, &batch);
+        let updates: Vec<_> = batch.into_iter().collect();
+        let out = trie.update(v - 1, v, &updates).expect("update");
+        prop_assert_eq!(out.root, naive_root(&next), "root of version {}", v);
+        for w in &out.writes {
+            if let Some(p) = &w.page {
+                written.push((w.path, v, (**p).clone()));
+            }
+        }
+        trie.source().apply(&out).expect("apply");
+        model.push(next);
+        if prune_every > 0 && v.is_multiple_of(prune_every + 1) {
+            trie.source().prune(v - 1).expect("prune");
+        }
+    }
+    let floor = trie.source().floor();
+    for (v, set) in model.iter().enumerate() {
+        let v = v as u64;
+        if v < floor {
+            prop_assert!(
+                trie.root(v).is_err(),
+                "version {} below the floor {} must not read",
+                v,
+                floor
+            );
+            continue;
+        }
+        prop_assert_eq!(trie.root(v).expect("root"), naive_root(set));
+        let all: Vec<(H, H)> = set.iter().map(|(k, v)| (*k, *v)).collect();
+        prop_assert_eq!(
+            trie.leaves(v, &[0; 32], usize::MAX).expect("leaves"),
+            all.clone()
+        );
+        if let Some((k, _)) = all.get(all.len() / 2) {
+            let tail = trie.leaves(v, k, 3).expect("leaves");
+            prop_assert_eq!(
+                &tail[..],
+                &all[all.len() / 2..(all.len() / 2 + 3).min(all.len())]
+            );
+        }
+        for k in &keys {
+            prop_assert_eq!(trie.get(v, k).expect("get"), set.get(k).copied());
+        }
+        // Every key, present or absent, proved at once and one by one.
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        let claims: Vec<_> = sorted.iter().map(|k| (*k, set.get(k).copied())).collect();
+        let root = naive_root(set);
+        let proof = trie.prove(v, &sorted).expect("prove");
+        prop_assert_eq!(verify(&root, &proof, &claims), Ok(()));
+        for claim in &claims {
+            let proof = trie.prove(v, &[claim.0]).expect("prove");
+            prop_assert_eq!(verify(&root, &proof, &[*claim]), Ok(()));
+        }
+    }
+    // Every page version at or above the floor, rebuilt from its base
+    // and deltas, equals the page the update built directly.
+    for (path, v, page) in &written {
+        if *v >= floor {
+            let rebuilt = trie.source().page_from_records(path, *v).expect("rebuild");
+            let rebuilt = rebuilt.expect("page exists");
+            prop_assert_eq!(&*rebuilt.page, page);
+            prop_assert_eq!(rebuilt.page.terminal_count(), page.terminal_count());
+        }
+    }
+    Ok(())
 }
 
 #[test]
