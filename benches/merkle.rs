@@ -1,6 +1,6 @@
 //! Criterion benches of the trie over the in-memory page store:
-//! merkleizing a 10k-update block on a 1M-key tree, proof generation and
-//! verification. `VERITY_BENCH_KEYS` changes the tree size.
+//! merkleizing a 10k-update block on a 1M-key tree (and, for its bound,
+//! one hash compression), proof generation and verification. `VERITY_BENCH_KEYS` changes the tree size.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented functions.
 
@@ -55,6 +55,15 @@ fn block(keys: &[KeyHash], size: usize, rng: &mut ChaCha8Rng) -> Vec<Update> {
 }
 
 fn benches(c: &mut Criterion) {
+    // The hashing bound of merkleization: one leaf hash is one BLAKE3
+    // compression of 64 bytes, as every internal hash is.
+    let mut g = c.benchmark_group("hash");
+    let (a, b) = ([1u8; 32], [2u8; 32]);
+    g.bench_function("one compression (64-byte keyed hash)", |bench| {
+        bench.iter(|| verity::merkle::hash::leaf_hash(criterion::black_box(&a), &b))
+    });
+    g.finish();
+
     let n = keys_from_env();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let (trie, keys, version) = tree(n, &mut rng);
