@@ -246,10 +246,10 @@ const TREE_MIN: usize = 8;
 /// when they are dense (`TREE_MIN` slots or more): an update expands the
 /// nodes it changes (recomputing a sparse node's tree), and a proof through
 /// one expands a copy ([`Page::hashed_node`]). Sized by occupancy, a page
-/// holding 15 keys takes about 2.7 KB instead of 7.5 KB, and copying it for
-/// an update moves that much less. Leaves sit in a
-/// third array, so a page is copied, read and dropped as three blocks of
-/// memory. Its root is internal: a page exists only where the trie has an
+/// holding 15 keys takes about 2.8 KB instead of 8.2 KB, and copying it for
+/// an update moves that much less. Leaves sit in one more array, so a page
+/// is copied, read and dropped as a few blocks of memory (the slots, the
+/// dense nodes' trees, the leaves). Its root is internal: a page exists only where the trie has an
 /// internal node at a page boundary, and for the trie root.
 ///
 /// The page root has [`NodeId`] [`Page::ROOT`]; the node below root slot
