@@ -1,6 +1,7 @@
 //! Criterion benches of the trie over the in-memory page store:
 //! merkleizing a 10k-update block on a 1M-key tree (and, for its bound,
-//! one hash compression), proof generation and verification. `VERITY_BENCH_KEYS` changes the tree size.
+//! one hash compression), proof generation and verification.
+//! `VERITY_BENCH_KEYS` changes the tree size.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented functions.
 

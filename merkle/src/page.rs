@@ -390,15 +390,11 @@ impl Page {
             Some(tree) => node.tree = *tree,
             None => node.stale = true,
         }
-        let mut run = self.run(n).iter();
-        for m in 0..16 {
-            if b.mask & (1 << m) != 0 {
-                let slot = *run.next().unwrap_or(&Node::Empty);
-                node.children[m] = match slot {
-                    Node::Leaf { id, .. } if !b.hashed => self.hashed_leaf(id),
-                    other => other,
-                };
-            }
+        for (m, slot) in self.children(n as NodeId + 1) {
+            node.children[m] = match slot {
+                Node::Leaf { id, .. } if !b.hashed => hashed_leaf(&self.leaves, id),
+                other => other,
+            };
         }
         node
     }
@@ -450,15 +446,6 @@ impl Page {
     #[inline]
     pub fn leaf(&self, id: LeafId) -> &Leaf {
         &self.leaves[id as usize]
-    }
-
-    /// The slot of leaf `id`, with its hash computed.
-    fn hashed_leaf(&self, id: LeafId) -> Node {
-        let l = self.leaf(id);
-        Node::Leaf {
-            id,
-            hash: leaf_hash(&l.key_hash, &l.value_hash),
-        }
     }
 
     /// Number of terminals (what a base record of the page holds).
@@ -797,15 +784,6 @@ impl Dense {
         Node::Leaf { id, hash }
     }
 
-    /// The slot of leaf `id`, with its hash computed.
-    fn hashed_leaf(&self, id: LeafId) -> Node {
-        let l = self.leaf(id);
-        Node::Leaf {
-            id,
-            hash: leaf_hash(&l.key_hash, &l.value_hash),
-        }
-    }
-
     /// Notes that a leaf entry is no longer referred to.
     pub(crate) fn drop_leaf(&mut self) {
         self.dead_leaves += 1;
@@ -933,7 +911,7 @@ impl Dense {
                         hash: self.node(child).hash(),
                     }
                 }
-                Node::Leaf { id: leaf, .. } => self.hashed_leaf(leaf),
+                Node::Leaf { id: leaf, .. } => hashed_leaf(&self.leaves, leaf),
                 Node::Empty | Node::Page(_) => continue,
             };
             self.node_mut(id).children[n] = slot;
@@ -944,6 +922,15 @@ impl Dense {
         }
         node.rehash_all();
         Ok(())
+    }
+}
+
+/// The slot of leaf `id` of `leaves`, with its hash computed.
+fn hashed_leaf(leaves: &[Leaf], id: LeafId) -> Node {
+    let l = &leaves[id as usize];
+    Node::Leaf {
+        id,
+        hash: leaf_hash(&l.key_hash, &l.value_hash),
     }
 }
 

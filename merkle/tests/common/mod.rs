@@ -59,7 +59,6 @@ fn subtree(entries: &[(H, H)], depth: usize, root: bool) -> H {
     level[0]
 }
 
-/// The root of a key-hash -> value-hash set, computed the slow, obvious way.
 /// Applies a batch of puts (`Some`) and deletes (`None`) to a state.
 pub fn apply_batch(state: &mut BTreeMap<H, H>, batch: &BTreeMap<H, Option<H>>) {
     for (k, val) in batch {
@@ -70,6 +69,7 @@ pub fn apply_batch(state: &mut BTreeMap<H, H>, batch: &BTreeMap<H, Option<H>>) {
     }
 }
 
+/// The root of a key-hash -> value-hash set, computed the slow, obvious way.
 pub fn naive_root(set: &BTreeMap<H, H>) -> H {
     let entries: Vec<(H, H)> = set.iter().map(|(k, v)| (*k, *v)).collect();
     subtree(&entries, 0, true)
