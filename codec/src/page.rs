@@ -344,17 +344,30 @@ fn get_terminal(r: &mut Reader<'_>, tag: u8, pos: SlotPos, levels: u8) -> Result
 impl PageRecord {
     /// Encodes the record.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.encoded_len_bound());
         self.encode_into(&mut out);
         out
     }
 
+    /// At least the length of the record's encoding (exact but for the
+    /// terminal count's varint, counted at its longest).
+    pub fn encoded_len_bound(&self) -> usize {
+        let (terminals, hashes) = match self {
+            PageRecord::Base(page) => (page.entries.len(), page.hashes.len()),
+            PageRecord::Delta(delta) => (delta.changes.len(), delta.hashes.len()),
+            PageRecord::Removed => return 2,
+        };
+        // Format, kind, levels, the count, a position and a terminal (at
+        // most a tag and two hashes) each, the hashes' mask and the hashes.
+        3 + varint::MAX_LEN + terminals * 67 + 2 + hashes * 32
+    }
+
     /// Appends the encoding of the record to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len_bound());
         out.push(PAGE_FORMAT);
         match self {
             PageRecord::Base(page) => {
-                out.reserve(4 + varint::MAX_LEN + page.entries.len() * 67 + page.hashes.len() * 32);
                 out.push(KIND_BASE);
                 out.push(page.levels);
                 varint::put(out, page.entries.len() as u64);
@@ -365,9 +378,6 @@ impl PageRecord {
                 put_hashes(out, &page.hashes);
             }
             PageRecord::Delta(delta) => {
-                out.reserve(
-                    4 + varint::MAX_LEN + delta.changes.len() * 67 + delta.hashes.len() * 32,
-                );
                 out.push(KIND_DELTA);
                 out.push(delta.levels);
                 varint::put(out, delta.changes.len() as u64);
@@ -552,6 +562,7 @@ mod tests {
         #[test]
         fn base_and_delta_round_trip(old in arb_page(), new in arb_page()) {
             let record = PageRecord::Base(old.clone());
+            prop_assert!(record.encode().len() <= record.encoded_len_bound());
             prop_assert_eq!(PageRecord::decode(&record.encode()), Ok(record));
             if old.levels == new.levels {
                 let mut delta = PageDelta::between(&old, &new);
@@ -565,6 +576,7 @@ mod tests {
                     .copied()
                     .collect();
                 let record = PageRecord::Delta(delta.clone());
+                prop_assert!(record.encode().len() <= record.encoded_len_bound());
                 prop_assert_eq!(PageRecord::decode(&record.encode()), Ok(record));
                 let applied = delta.apply(&old).expect("apply");
                 prop_assert_eq!(&applied.entries, &new.entries);

@@ -482,7 +482,9 @@ impl Page {
     /// number of terminals it removes and adds. Subtrees with equal hashes
     /// are equal and are skipped without a look inside.
     pub fn changes_since(&self, old: &Page) -> (Vec<(SlotPos, Option<Terminal>)>, usize, usize) {
-        let mut out = Vec::new();
+        // Room for a few changes up front: most deltas hold one to four
+        // (growing from empty reallocated twice).
+        let mut out = Vec::with_capacity(4);
         let (mut removed, mut added) = (0, 0);
         if self.hash() == old.hash() {
             return (out, removed, added);
@@ -496,9 +498,10 @@ impl Page {
             &mut removed,
             &mut added,
         );
-        // Removals were pushed before additions at the same position (and
-        // the sort is stable); keep the addition.
-        out.sort_by_key(|c| c.0);
+        // A removal and an addition at the same position: keep the
+        // addition (`None` sorts first; an unstable sort needs no scratch
+        // buffer, and the positions with their kind are unique).
+        out.sort_unstable_by_key(|c| (c.0, c.1.is_some()));
         out.dedup_by(|later, earlier| {
             if later.0 == earlier.0 {
                 *earlier = *later;

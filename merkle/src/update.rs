@@ -149,8 +149,12 @@ struct Out {
 
 impl Out {
     fn absorb(&mut self, other: Out) {
-        self.writes.extend(other.writes);
-        self.stale.extend(other.stale);
+        if self.writes.is_empty() && self.stale.is_empty() {
+            *self = other;
+        } else {
+            self.writes.extend(other.writes);
+            self.stale.extend(other.stale);
+        }
     }
 }
 
@@ -420,18 +424,25 @@ fn run_jobs(
     if jobs.len() < 2 || weight < PARALLEL_MIN {
         return jobs.iter().map(|job| run(job, out)).collect();
     }
-    let results: Vec<Result<(Up, Out), MerkleError>> = jobs
+    // One output per piece of work rayon splits off, not one per job: a
+    // job below a page root is mostly one small page.
+    let parts: Vec<(Vec<(usize, Up)>, Out)> = jobs
         .par_iter()
-        .map(|job| {
-            let mut o = Out::default();
-            run(job, &mut o).map(|node| (node, o))
-        })
-        .collect();
-    let mut nodes = Vec::with_capacity(results.len());
-    for r in results {
-        let (node, o) = r?;
+        .enumerate()
+        .try_fold(
+            || (Vec::new(), Out::default()),
+            |(mut nodes, mut o), (i, job)| {
+                nodes.push((i, run(job, &mut o)?));
+                Ok::<_, MerkleError>((nodes, o))
+            },
+        )
+        .collect::<Result<_, _>>()?;
+    let mut nodes = vec![Up::Empty; jobs.len()];
+    for (done, o) in parts {
         out.absorb(o);
-        nodes.push(node);
+        for (i, node) in done {
+            nodes[i] = node;
+        }
     }
     Ok(nodes)
 }
@@ -665,6 +676,23 @@ fn base_len(terminals: usize) -> usize {
     3 + varint::len(terminals as u64) + 67 * terminals
 }
 
+thread_local! {
+    /// The buffer this thread encodes records in before copying them into
+    /// their shared allocation.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `record` encoded into one exactly sized shared allocation (encoding
+/// into a `Vec` and converting it would allocate twice).
+fn shared_record(record: &PageRecord) -> Arc<[u8]> {
+    SCRATCH.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        record.encode_into(&mut buf);
+        Arc::from(&buf[..])
+    })
+}
+
 /// Records the new state of the page at `path`.
 fn emit(
     ctx: &Ctx<'_>,
@@ -684,7 +712,7 @@ fn emit(
             out.writes.push(PageWrite {
                 path,
                 page: None,
-                record: PageRecord::Removed.encode().into(),
+                record: shared_record(&PageRecord::Removed),
                 kind: RecordKind::Removed,
                 chain: ChainInfo::default(),
                 previous: Some(o.version),
@@ -710,7 +738,7 @@ fn emit(
             hashes: Vec::new(),
         };
         delta.hashes = page.slot_hashes(delta.touched_slots());
-        let record = PageRecord::Delta(delta).encode();
+        let record = shared_record(&PageRecord::Delta(delta));
         let chain_bytes = u64::from(o.chain.delta_bytes) + record.len() as u64;
         let base = base_len(page.terminal_count()) as u64;
         let limit = base * u64::from(ctx.policy.max_chain_percent) / 100;
@@ -726,7 +754,7 @@ fn emit(
         let image = page.to_image();
         page.set_terminal_count(image.entries.len());
         (
-            PageRecord::Base(image).encode(),
+            shared_record(&PageRecord::Base(image)),
             RecordKind::Base,
             ChainInfo::default(),
         )
@@ -734,7 +762,7 @@ fn emit(
     out.writes.push(PageWrite {
         path,
         page: Some(Arc::new(page)),
-        record: record.into(),
+        record,
         kind,
         chain,
         previous: old.map(|o| o.version),
