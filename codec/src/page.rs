@@ -344,7 +344,7 @@ fn get_terminal(r: &mut Reader<'_>, tag: u8, pos: SlotPos, levels: u8) -> Result
 impl PageRecord {
     /// Encodes the record.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len_bound());
+        let mut out = Vec::new();
         self.encode_into(&mut out);
         out
     }
