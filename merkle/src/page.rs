@@ -164,20 +164,10 @@ impl Inner {
     /// `dirty` (bit `n` = slot `n`), or all of them if the tree is stale.
     pub fn rehash(&mut self, dirty: u16) {
         debug_assert!(self.hashed, "rehashing inside an unhashed node");
-        let mut mask = if self.stale { 0xffff } else { u32::from(dirty) };
+        let dirty = if self.stale { 0xffff } else { dirty };
         self.stale = false;
-        for level in (0..4).rev() {
-            let mut next = 0u32;
-            for j in 0..(1usize << level) {
-                if mask & (0b11 << (2 * j)) != 0 {
-                    let l = self.subtree_hash(level + 1, 2 * j);
-                    let r = self.subtree_hash(level + 1, 2 * j + 1);
-                    self.tree[heap(level, j)] = internal_hash(&l, &r);
-                    next |= 1 << j;
-                }
-            }
-            mask = next;
-        }
+        let children = &self.children;
+        rehash_tree(&mut self.tree, |n| children[n].hash(), dirty);
     }
 
     /// Recomputes every binary hash of the node.
@@ -201,6 +191,32 @@ impl Inner {
             }
         }
         found
+    }
+}
+
+/// Recomputes the binary hashes of `tree` (heap order, as in [`Inner`])
+/// above the slots whose bits are set in `dirty` (bit `n` = slot `n`),
+/// reading slot `n`'s hash from `slot(n)`.
+fn rehash_tree(tree: &mut [Hash; 15], slot: impl Fn(usize) -> Hash, dirty: u16) {
+    let sub = |tree: &[Hash; 15], level: usize, index: usize| {
+        if level == 4 {
+            slot(index)
+        } else {
+            tree[heap(level, index)]
+        }
+    };
+    let mut mask = u32::from(dirty);
+    for level in (0..4).rev() {
+        let mut next = 0u32;
+        for j in 0..(1usize << level) {
+            if mask & (0b11 << (2 * j)) != 0 {
+                let l = sub(tree, level + 1, 2 * j);
+                let r = sub(tree, level + 1, 2 * j + 1);
+                tree[heap(level, j)] = internal_hash(&l, &r);
+                next |= 1 << j;
+            }
+        }
+        mask = next;
     }
 }
 
@@ -298,6 +314,17 @@ pub struct ChainInfo {
     pub deltas: u32,
     /// Encoded bytes of those deltas.
     pub delta_bytes: u32,
+}
+
+/// A page whose leaves took new values, and the changes that make its
+/// delta (see [`Page::with_values`]).
+#[derive(Debug)]
+pub(crate) struct Revalued {
+    /// The new page.
+    pub(crate) page: Page,
+    /// The changed slots in position order: every one a leaf with its new
+    /// value; empty when no value changed.
+    pub(crate) changes: Vec<(SlotPos, Option<Terminal>)>,
 }
 
 /// The id an expanded page gives a node below its root that the update
@@ -475,6 +502,182 @@ impl Page {
     /// every other hash is computed.
     pub fn from_image(image: &PageImage, path: &PagePath) -> Result<Page, MerkleError> {
         Ok(Dense::from_image(image, path)?.pack(None))
+    }
+
+    /// Where the leaf of `key_hash` sits in this page, whose root is at
+    /// nibble `depth`: its root slot, its slot in the node below that slot
+    /// (`None` when the root slot holds the leaf itself) and its leaf id.
+    /// `None` when the page holds no leaf of that key.
+    fn leaf_slot(
+        &self,
+        depth: usize,
+        key_hash: &KeyHash,
+    ) -> Option<(usize, Option<usize>, LeafId)> {
+        let n = usize::from(nibble(key_hash, depth));
+        let (m, node) = match self.root.children[n] {
+            Node::Inner { .. } => {
+                let m = usize::from(nibble(key_hash, depth + 1));
+                (Some(m), self.child(n as NodeId + 1, m))
+            }
+            node => (None, node),
+        };
+        match node {
+            Node::Leaf { id, .. } if self.leaves[id as usize].key_hash == *key_hash => {
+                Some((n, m, id))
+            }
+            _ => None,
+        }
+    }
+
+    /// The page with new values for leaves it holds, when that is all that
+    /// `ups` (strictly sorted by key hash, the page root at nibble `depth`)
+    /// does to it: a copy with those leaves and the hashes above them
+    /// recomputed, and the changes from this page to the copy in position
+    /// order (what [`Page::changes_since`] would find, without a diff).
+    /// `None` when an update inserts, deletes or reaches below a child
+    /// page: the general update handles those.
+    ///
+    /// This is the common case of a block (most writes change the value of
+    /// a key that exists), and it needs neither the expanded form of the
+    /// page nor packing it again: the copy keeps the page's layout. A node
+    /// below the root whose hashes were not computed (a page read from a
+    /// record) is hashed in the copy and checked against its stored hash,
+    /// as [`Dense::for_update`] does.
+    pub(crate) fn with_values(
+        &self,
+        depth: usize,
+        ups: &[(KeyHash, Option<ValueHash>)],
+    ) -> Option<Result<Revalued, &'static str>> {
+        if !ups
+            .iter()
+            .all(|(k, v)| v.is_some() && self.leaf_slot(depth, k).is_some())
+        {
+            return None;
+        }
+        Some(self.revalue(depth, ups))
+    }
+
+    /// [`Page::with_values`] once every update is known to change the
+    /// value of a leaf of this page.
+    fn revalue(
+        &self,
+        depth: usize,
+        ups: &[(KeyHash, Option<ValueHash>)],
+    ) -> Result<Revalued, &'static str> {
+        let mut page = self.clone();
+        let mut changes = Vec::with_capacity(ups.len());
+        let mut root_dirty = 0u16;
+        let mut below = [0u16; 16];
+        for (key_hash, value_hash) in ups {
+            let (Some(value_hash), Some((n, m, id))) =
+                (value_hash, page.leaf_slot(depth, key_hash))
+            else {
+                continue;
+            };
+            if page.leaves[id as usize].value_hash == *value_hash {
+                continue;
+            }
+            // An unhashed node is checked with the values it was stored with.
+            if m.is_some() && !page.bottoms[n].hashed {
+                page.hash_bottom(n)?;
+            }
+            page.leaves[id as usize].value_hash = *value_hash;
+            let node = Node::Leaf {
+                id,
+                hash: leaf_hash(key_hash, value_hash),
+            };
+            let pos = match m {
+                None => {
+                    page.root.children[n] = node;
+                    root_dirty |= 1 << n;
+                    SlotPos::new(1, n as u16)
+                }
+                Some(m) => {
+                    let i = page.slot_index(n, m);
+                    page.slots[i] = node;
+                    below[n] |= 1 << m;
+                    SlotPos::new(2, (n << 4 | m) as u16)
+                }
+            };
+            let terminal = Terminal::Leaf {
+                key_hash: *key_hash,
+                value_hash: *value_hash,
+            };
+            changes.push((pos.unwrap_or_else(unreachable_pos), Some(terminal)));
+        }
+        for (n, dirty) in below.into_iter().enumerate() {
+            if dirty != 0 {
+                let hash = page.rehash_bottom(n, dirty);
+                page.root.children[n] = Node::Inner {
+                    id: n as NodeId + 1,
+                    hash,
+                };
+                root_dirty |= 1 << n;
+            }
+        }
+        page.root.rehash(root_dirty);
+        changes.sort_unstable_by_key(|c| c.0);
+        Ok(Revalued { page, changes })
+    }
+
+    /// Index in [`Page::slots`] of the occupied slot `m` of the node below
+    /// root slot `n`.
+    #[inline]
+    fn slot_index(&self, n: usize, m: usize) -> usize {
+        let b = &self.bottoms[n];
+        debug_assert!(b.mask & (1 << m) != 0, "an empty packed slot");
+        (b.start + (b.mask & ((1u16 << m) - 1)).count_ones()) as usize
+    }
+
+    /// The slot hashes of the node below root slot `n`, by nibble.
+    fn bottom_slot_hashes(&self, n: usize) -> [Hash; 16] {
+        let mut hashes = [EMPTY; 16];
+        for (m, slot) in self.children(n as NodeId + 1) {
+            hashes[m] = slot.hash();
+        }
+        hashes
+    }
+
+    /// Computes the leaf hashes of the unhashed node below root slot `n`
+    /// and checks the node's hash against the one stored in the root slot.
+    fn hash_bottom(&mut self, n: usize) -> Result<(), &'static str> {
+        let b = self.bottoms[n];
+        let start = b.start as usize;
+        for slot in &mut self.slots[start..start + b.mask.count_ones() as usize] {
+            if let Node::Leaf { id, .. } = *slot {
+                *slot = hashed_leaf(&self.leaves, id);
+            }
+        }
+        let mut tree = [EMPTY; 15];
+        let slots = self.bottom_slot_hashes(n);
+        rehash_tree(&mut tree, |m| slots[m], 0xffff);
+        if tree[0] != self.root.children[n].hash() {
+            return Err(STORED_HASH_MISMATCH);
+        }
+        self.bottoms[n].hashed = true;
+        if b.mask.count_ones() as usize >= TREE_MIN {
+            self.trees.push(tree);
+            self.bottoms[n].tree = (self.trees.len() - 1) as u32;
+        }
+        Ok(())
+    }
+
+    /// Recomputes the binary tree of the (hashed) node below root slot `n`
+    /// above its slots in `dirty`, or all of it when the page keeps no tree
+    /// for the node, and returns the node's hash.
+    fn rehash_bottom(&mut self, n: usize, dirty: u16) -> Hash {
+        let slots = self.bottom_slot_hashes(n);
+        match self.trees.get_mut(self.bottoms[n].tree as usize) {
+            Some(tree) => {
+                rehash_tree(tree, |m| slots[m], dirty);
+                tree[0]
+            }
+            None => {
+                let mut tree = [EMPTY; 15];
+                rehash_tree(&mut tree, |m| slots[m], 0xffff);
+                tree[0]
+            }
+        }
     }
 
     /// The changed slots from `old` to `self`, in position order: the delta

@@ -16,12 +16,14 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap as HashMap;
-use verity_codec::page::{PageDelta, PageRecord};
+use verity_codec::page::{PageDelta, PageRecord, SlotPos, Terminal};
 use verity_codec::varint;
 
 use crate::error::MerkleError;
 use crate::hash::{nibble, Hash, KeyHash, ValueHash};
-use crate::page::{ChainInfo, Dense, Leaf, LeafId, Node, NodeId, Page, VersionedPage, PAGE_LEVELS};
+use crate::page::{
+    ChainInfo, Dense, Leaf, LeafId, Node, NodeId, Page, Revalued, VersionedPage, PAGE_LEVELS,
+};
 use crate::path::PagePath;
 use crate::source::PageSource;
 
@@ -349,6 +351,21 @@ fn update_page(
         });
     }
     let depth = path.len();
+    // Most pages of a block only see values of their keys change: their
+    // copy keeps its layout, and its changes are known without a diff.
+    if let Some(o) = old.filter(|_| values_in_place()) {
+        if let Some(revalued) = o.page.with_values(depth, ups) {
+            let Revalued { page, changes } =
+                revalued.map_err(|detail| MerkleError::CorruptPage { path, detail })?;
+            #[cfg(test)]
+            REVALUED.with(|r| r.set(r.get() + 1));
+            let hash = page.hash();
+            if !changes.is_empty() {
+                write_page(ctx, path, Some((o, changes, 0, 0)), page, out);
+            }
+            return Ok(Up::Page(hash));
+        }
+    }
     // The nodes below the root slots the updates fall into are expanded
     // (and hashed, if the page was read from a record that stores only
     // their hashes); the others stay packed. Room for what the updates can
@@ -702,7 +719,7 @@ fn emit(
     out: &mut Out,
 ) {
     let version = ctx.version;
-    let Some(mut page) = new else {
+    let Some(page) = new else {
         if let Some(o) = old {
             out.stale.push(StalePage {
                 path,
@@ -720,12 +737,42 @@ fn emit(
         }
         return;
     };
-    let mut write = None;
-    if let Some(o) = old {
-        let (changes, removed, added) = page.changes_since(&o.page);
-        if changes.is_empty() {
-            return;
+    let old = match old {
+        Some(o) => {
+            let (changes, removed, added) = page.changes_since(&o.page);
+            if changes.is_empty() {
+                return;
+            }
+            Some((o, changes, removed, added))
         }
+        None => None,
+    };
+    write_page(ctx, path, old, page, out);
+}
+
+/// The changes from a page's previous version: the delta's changes and
+/// the number of terminals they remove and add.
+type Changes<'a> = (
+    &'a VersionedPage,
+    Vec<(SlotPos, Option<Terminal>)>,
+    usize,
+    usize,
+);
+
+/// Records the new version `page` of the page at `path`: a delta of
+/// `old`'s changes, or a base when the page is new or its chain is long
+/// enough.
+fn write_page(
+    ctx: &Ctx<'_>,
+    path: PagePath,
+    old: Option<Changes<'_>>,
+    mut page: Page,
+    out: &mut Out,
+) {
+    let version = ctx.version;
+    let mut write = None;
+    let previous = old.as_ref().map(|o| o.0.version);
+    if let Some((o, changes, removed, added)) = old {
         page.set_terminal_count(o.page.terminal_count() + added - removed);
         out.stale.push(StalePage {
             path,
@@ -765,6 +812,143 @@ fn emit(
         record,
         kind,
         chain,
-        previous: old.map(|o| o.version),
+        previous,
     });
+}
+
+#[cfg(not(test))]
+#[inline]
+fn values_in_place() -> bool {
+    true
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests turn the value-only path off to compare it with the general
+    /// update (rayon's threads keep the default, so such a test runs its
+    /// update on one thread: below `PARALLEL_MIN` updates).
+    static VALUES_IN_PLACE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Pages this thread updated by the value-only path.
+    static REVALUED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+fn values_in_place() -> bool {
+    VALUES_IN_PLACE.with(|v| v.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::memory::MemPageStore;
+
+    /// A store that serves every page rebuilt from its records, so the
+    /// nodes below page roots are unhashed.
+    struct FromRecords<'a>(&'a MemPageStore);
+
+    impl PageSource for FromRecords<'_> {
+        fn page(
+            &self,
+            path: &PagePath,
+            version: u64,
+        ) -> Result<Option<VersionedPage>, MerkleError> {
+            self.0.page_from_records(path, version)
+        }
+    }
+
+    /// The output of `apply` with the value-only path on or off.
+    fn run(
+        source: &dyn PageSource,
+        policy: DeltaPolicy,
+        version: u64,
+        ups: &[Update],
+        in_place: bool,
+    ) -> UpdateOutput {
+        VALUES_IN_PLACE.with(|v| v.set(in_place));
+        let out = apply(source, policy, version, version + 1, ups);
+        VALUES_IN_PLACE.with(|v| v.set(true));
+        out.expect("update")
+    }
+
+    fn assert_same(a: &UpdateOutput, b: &UpdateOutput, seed: u64) {
+        assert_eq!(a.root, b.root, "seed {seed}");
+        assert_eq!(a.stale, b.stale, "seed {seed}");
+        assert_eq!(a.writes.len(), b.writes.len(), "seed {seed}");
+        for (x, y) in a.writes.iter().zip(&b.writes) {
+            assert_eq!(x.path, y.path, "seed {seed}");
+            assert_eq!(x.record, y.record, "record of {:?}, seed {seed}", x.path);
+            assert_eq!(x.kind, y.kind, "seed {seed}");
+            assert_eq!(x.chain, y.chain, "seed {seed}");
+            assert_eq!(x.previous, y.previous, "seed {seed}");
+            assert_eq!(x.page, y.page, "page of {:?}, seed {seed}", x.path);
+        }
+    }
+
+    #[test]
+    fn changing_values_in_place_writes_what_the_general_update_writes() {
+        let seed = verity_testkit::seed("changing_values_in_place");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let policy = DeltaPolicy {
+            max_deltas: 3,
+            max_chain_percent: 400,
+        };
+        let store = MemPageStore::new();
+        // Keys clustered under a few root slots, so pages have dense and
+        // sparse nodes below their roots, leaves in root slots and child
+        // pages.
+        let mut keys: Vec<KeyHash> = (0..1500)
+            .map(|_| {
+                let mut k: KeyHash = rng.gen();
+                k[0] &= 0x31;
+                k
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut version = 0;
+        for chunk in keys.chunks(250) {
+            let ups: Vec<Update> = chunk.iter().map(|k| (*k, Some(rng.gen()))).collect();
+            let out = apply(&store, policy, version, version + 1, &ups).expect("update");
+            store.apply(&out).expect("apply");
+            version += 1;
+        }
+        for _ in 0..30 {
+            let mut ups: Vec<Update> = (0..rng.gen_range(1..200))
+                .map(|_| {
+                    let k = keys[rng.gen_range(0..keys.len())];
+                    // Now and then the value a key already has.
+                    let v = if rng.gen_ratio(1, 10) {
+                        crate::read::get(&store, version, &k).expect("get")
+                    } else {
+                        Some(rng.gen())
+                    };
+                    (k, v)
+                })
+                .collect();
+            ups.sort_unstable_by_key(|u| u.0);
+            ups.dedup_by_key(|u| u.0);
+            REVALUED.with(|r| r.set(0));
+            let fast = run(&store, policy, version, &ups, true);
+            assert!(
+                REVALUED.with(|r| r.get()) > 0,
+                "the value-only path was taken, seed {seed}"
+            );
+            let general = run(&store, policy, version, &ups, false);
+            assert_same(&fast, &general, seed);
+            // Over pages read from records, nodes below page roots are
+            // hashed and checked on the way.
+            let records = FromRecords(&store);
+            let from_records = run(&records, policy, version, &ups, true);
+            assert_same(&from_records, &general, seed);
+            store.apply(&fast).expect("apply");
+            version += 1;
+        }
+    }
 }

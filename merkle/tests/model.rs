@@ -460,6 +460,14 @@ fn a_wrong_stored_hash_is_found_by_an_update_and_a_check() {
         damaged.update(1, 2, &[(key(0x13, 0), Some(value(2)))]),
         Err(MerkleError::CorruptPage { .. })
     ));
+    // So does a new value for a key below it (the update that keeps the
+    // page's layout and changes only values).
+    assert!(matches!(
+        damaged.update(1, 2, &[(keys[4], Some(value(2)))]),
+        Err(MerkleError::CorruptPage { .. })
+    ));
+    // A new value below the slot that is intact goes through.
+    assert!(damaged.update(1, 2, &[(keys[0], Some(value(2)))]).is_ok());
     // A proof through it recomputes the slot: it proves against the true
     // root, not the damaged page's.
     let proof = damaged.prove(1, &[keys[3]]).expect("prove");
