@@ -388,4 +388,8 @@ impl PageSource for MemPageStore {
             paths.iter().map(|p| self.read_page(p, version)).collect()
         }
     }
+
+    fn in_memory(&self) -> bool {
+        true
+    }
 }

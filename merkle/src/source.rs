@@ -23,6 +23,14 @@ pub trait PageSource: Sync {
     ) -> Result<Vec<Option<VersionedPage>>, MerkleError> {
         paths.iter().map(|p| self.page(p, version)).collect()
     }
+
+    /// True when every page is in memory, so reading one costs no I/O: an
+    /// update then reads each page when its walk reaches it, on the thread
+    /// that updates the page, instead of a level of pages at a time in
+    /// [`PageSource::pages`] calls beforehand. False unless a store says so.
+    fn in_memory(&self) -> bool {
+        false
+    }
 }
 
 impl<T: PageSource + ?Sized> PageSource for &T {
@@ -36,5 +44,9 @@ impl<T: PageSource + ?Sized> PageSource for &T {
         version: u64,
     ) -> Result<Vec<Option<VersionedPage>>, MerkleError> {
         (**self).pages(paths, version)
+    }
+
+    fn in_memory(&self) -> bool {
+        (**self).in_memory()
     }
 }

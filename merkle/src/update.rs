@@ -3,7 +3,9 @@
 //!
 //! It runs in two phases. The first reads every page the update touches,
 //! one trie level of pages at a time, each level in one
-//! [`PageSource::pages`] call so a store can submit those reads together.
+//! [`PageSource::pages`] call so a store can submit those reads together
+//! (a source whose pages are all in memory, [`PageSource::in_memory`],
+//! skips it: the second phase reads each page when it reaches it).
 //! The second is pure computation over the pages read: it rewrites the
 //! touched paths, keeps the trie canonical (a lone leaf moves up, an empty
 //! subtree disappears) and rehashes only the binary nodes above changed
@@ -107,7 +109,9 @@ pub struct UpdateStats {
     pub deltas: usize,
     /// Pages removed.
     pub removed: usize,
-    /// Time spent reading pages from the source.
+    /// Time spent reading pages from the source before computing (only
+    /// the root page's read when the source is in memory: the other reads
+    /// are part of `compute_time`).
     pub read_time: std::time::Duration,
     /// Time spent computing the new pages, hashes and records.
     pub compute_time: std::time::Duration,
@@ -136,8 +140,15 @@ const PARALLEL_MIN: usize = 256;
 /// threads.
 const PARALLEL_WALK: usize = 128;
 
+/// Reads a page as of the version an update reads.
+type ReadPage<'a> = dyn Fn(&PagePath) -> Result<Option<VersionedPage>, MerkleError> + Sync + 'a;
+
 struct Ctx<'a> {
+    /// The pages read before the update: a level at a time, or only the
+    /// root page when the source is in memory.
     pages: &'a HashMap<PagePath, VersionedPage>,
+    /// Reads the pages not in `pages`, when the source is in memory.
+    read: Option<&'a ReadPage<'a>>,
     version: u64,
     read_version: u64,
     policy: DeltaPolicy,
@@ -147,16 +158,20 @@ struct Ctx<'a> {
 struct Out {
     writes: Vec<PageWrite>,
     stale: Vec<StalePage>,
+    /// Pages read from the source while updating.
+    pages_read: usize,
 }
 
 impl Out {
     fn absorb(&mut self, other: Out) {
+        let pages_read = self.pages_read + other.pages_read;
         if self.writes.is_empty() && self.stale.is_empty() {
             *self = other;
         } else {
             self.writes.extend(other.writes);
             self.stale.extend(other.stale);
         }
+        self.pages_read = pages_read;
     }
 }
 
@@ -206,10 +221,17 @@ pub fn apply<S: PageSource + ?Sized>(
         return Err(MerkleError::UnsortedUpdates { index: i + 1 });
     }
     let started = std::time::Instant::now();
-    let pages = prefetch(source, read_version, updates)?;
+    let in_memory = source.in_memory();
+    let pages = if in_memory {
+        root_page(source, read_version)?
+    } else {
+        prefetch(source, read_version, updates)?
+    };
     let read_time = started.elapsed();
+    let read = |path: &PagePath| source.page(path, read_version);
     let ctx = Ctx {
         pages: &pages,
+        read: in_memory.then_some(&read as &ReadPage<'_>),
         version: write_version,
         read_version,
         policy,
@@ -223,7 +245,7 @@ pub fn apply<S: PageSource + ?Sized>(
             .map_or(crate::hash::EMPTY, |p| p.page.hash()),
     };
     let mut stats = UpdateStats {
-        pages_read: pages.len(),
+        pages_read: pages.len() + out.pages_read,
         read_time,
         compute_time: started.elapsed() - read_time,
         ..UpdateStats::default()
@@ -255,6 +277,19 @@ fn nibble_groups(ups: &[(KeyHash, impl Sized)], depth: usize) -> [Option<Range<u
         start = end;
     }
     groups
+}
+
+/// The root page alone, for an update that reads the other pages as it
+/// reaches them.
+fn root_page<S: PageSource + ?Sized>(
+    source: &S,
+    version: u64,
+) -> Result<HashMap<PagePath, VersionedPage>, MerkleError> {
+    let mut pages = HashMap::default();
+    if let Some(root) = source.page(&PagePath::ROOT, version)? {
+        pages.insert(PagePath::ROOT, root);
+    }
+    Ok(pages)
 }
 
 /// Reads every page the update will touch, a level of pages per call.
@@ -343,7 +378,16 @@ fn update_page(
     ups: &[Update],
     out: &mut Out,
 ) -> Result<Up, MerkleError> {
-    let old = ctx.pages.get(&path);
+    let read;
+    let old = match (ctx.pages.get(&path), ctx.read) {
+        (Some(page), _) => Some(page),
+        (None, Some(read_page)) if !path.is_root() => {
+            read = read_page(&path)?;
+            out.pages_read += 1;
+            read.as_ref()
+        }
+        (None, _) => None,
+    };
     if old.is_none() && !path.is_root() {
         return Err(MerkleError::MissingPage {
             path,
