@@ -326,6 +326,11 @@ fn page_in(
     let Some(entry) = shard.get(path) else {
         return Ok(None);
     };
+    // The newest version, the one an update reads, without a search of
+    // the records (the latest page is the newest record).
+    if let Some(vp) = entry.latest.as_ref().filter(|vp| vp.version <= version) {
+        return Ok(Some(vp.clone()));
+    }
     let n = entry.upto(version);
     if n == 0 {
         return Ok(None);
