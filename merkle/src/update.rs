@@ -388,6 +388,17 @@ fn update_page(
         }
         (None, _) => None,
     };
+    update_read_page(ctx, path, old, ups, out)
+}
+
+/// [`update_page`] of the page read as `old`.
+fn update_read_page(
+    ctx: &Ctx<'_>,
+    path: PagePath,
+    old: Option<&VersionedPage>,
+    ups: &[Update],
+    out: &mut Out,
+) -> Result<Up, MerkleError> {
     if old.is_none() && !path.is_root() {
         return Err(MerkleError::MissingPage {
             path,
@@ -483,7 +494,37 @@ fn run_jobs(
         Job::Build(path, leaves) => build_page(ctx, *path, leaves, out),
     };
     if jobs.len() < 2 || weight < PARALLEL_MIN {
-        return jobs.iter().map(|job| run(job, out)).collect();
+        let Some(read_page) = ctx.read.filter(|_| jobs.len() >= 2) else {
+            return jobs.iter().map(|job| run(job, out)).collect();
+        };
+        // Pages in memory: read all of them, then bring each into the
+        // cache, then update them. The reads and loads of one page do not
+        // wait on those of another, so their cache misses overlap, and the
+        // pages of one parent (about 40 at 1M keys) stay in the core's cache
+        // until their update.
+        let mut read = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            read.push(match job {
+                Job::Update(path, _) => read_page(path)?,
+                Job::Build(..) => None,
+            });
+        }
+        let warm = read
+            .iter()
+            .flatten()
+            .fold(0u64, |sum, p| sum.wrapping_add(p.page.touch()));
+        std::hint::black_box(warm);
+        let mut done = Vec::with_capacity(jobs.len());
+        for (job, page) in jobs.iter().zip(&read) {
+            done.push(match job {
+                Job::Update(path, ups) => {
+                    out.pages_read += 1;
+                    update_read_page(ctx, *path, page.as_ref(), ups, out)?
+                }
+                Job::Build(path, leaves) => build_page(ctx, *path, leaves, out)?,
+            });
+        }
+        return Ok(done);
     }
     // One output per piece of work rayon splits off, not one per job: a
     // job below a page root is mostly one small page.
