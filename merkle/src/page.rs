@@ -316,14 +316,27 @@ pub struct ChainInfo {
     pub delta_bytes: u32,
 }
 
-/// A page whose leaves took new values, and the changes that make its
-/// delta (see [`Page::with_values`]).
+/// A child page that an update in place changes (see
+/// [`Page::plan_in_place`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ChildUpdate {
+    /// The page root's slot above the child page.
+    pub(crate) n: u8,
+    /// The slot of the node below it that refers to the child page.
+    pub(crate) m: u8,
+    /// The updates below the child page, as a range of the page's updates.
+    pub(crate) range: std::ops::Range<usize>,
+}
+
+/// A page updated in place, and the changes that make its delta (see
+/// [`Page::in_place`]).
 #[derive(Debug)]
 pub(crate) struct Revalued {
     /// The new page.
     pub(crate) page: Page,
     /// The changed slots in position order: every one a leaf with its new
-    /// value; empty when no value changed.
+    /// value or a child page reference with its new hash; empty when
+    /// nothing changed.
     pub(crate) changes: Vec<(SlotPos, Option<Terminal>)>,
 }
 
@@ -525,106 +538,144 @@ impl Page {
         Ok(Dense::from_image(image, path)?.pack(None))
     }
 
-    /// Where the leaf of `key_hash` sits in this page, whose root is at
-    /// nibble `depth`: its root slot, its slot in the node below that slot
-    /// (`None` when the root slot holds the leaf itself) and its leaf id.
-    /// `None` when the page holds no leaf of that key.
-    fn leaf_slot(
-        &self,
-        depth: usize,
-        key_hash: &KeyHash,
-    ) -> Option<(usize, Option<usize>, LeafId)> {
+    /// The slot on `key_hash`'s path in this page, whose root is at nibble
+    /// `depth`, that holds no internal node of the page: its root slot, its
+    /// slot in the node below that root slot (`None` when the root slot is
+    /// not an internal node) and what it holds.
+    fn slot_of(&self, depth: usize, key_hash: &KeyHash) -> (usize, Option<usize>, Node) {
         let n = usize::from(nibble(key_hash, depth));
-        let (m, node) = match self.root.children[n] {
+        match self.root.children[n] {
             Node::Inner { .. } => {
                 let m = usize::from(nibble(key_hash, depth + 1));
-                (Some(m), self.child(n as NodeId + 1, m))
+                (n, Some(m), self.child(n as NodeId + 1, m))
             }
-            node => (None, node),
-        };
-        match node {
-            Node::Leaf { id, .. } if self.leaves[id as usize].key_hash == *key_hash => {
-                Some((n, m, id))
-            }
-            _ => None,
+            node => (n, None, node),
         }
     }
 
-    /// The page with new values for leaves it holds, when that is all that
-    /// `ups` (strictly sorted by key hash, the page root at nibble `depth`)
-    /// does to it: a copy with those leaves and the hashes above them
-    /// recomputed, and the changes from this page to the copy in position
-    /// order (what [`Page::changes_since`] would find, without a diff).
-    /// `None` when an update inserts, deletes or reaches below a child
-    /// page: the general update handles those.
+    /// Plans an update that leaves this page's shape as it is (see
+    /// [`Page::in_place`]): `ups` (strictly sorted by key hash, the page
+    /// root at nibble `depth`) must each give a new value to a key the page
+    /// holds or fall below one of its child pages. Returns, in key order,
+    /// the child pages to update first (their nibbles below the page root
+    /// and their ranges of `ups`), or `None` when an update inserts or
+    /// deletes a key of the page itself: the general update handles those.
     ///
-    /// This is the common case of a block (most writes change the value of
-    /// a key that exists), and it needs neither the expanded form of the
-    /// page nor packing it again: the copy keeps the page's layout. A node
-    /// below the root whose hashes were not computed (a page read from a
-    /// record) is hashed in the copy and checked against its stored hash,
-    /// as [`Dense::for_update`] does.
-    pub(crate) fn with_values(
+    /// This is the common case of a block: most writes change the value of
+    /// a key that exists, and the pages above them only see their child
+    /// pages' hashes change.
+    pub(crate) fn plan_in_place(
         &self,
         depth: usize,
         ups: &[(KeyHash, Option<ValueHash>)],
-    ) -> Option<Result<Revalued, &'static str>> {
-        if !ups
-            .iter()
-            .all(|(k, v)| v.is_some() && self.leaf_slot(depth, k).is_some())
-        {
-            return None;
+    ) -> Option<Vec<ChildUpdate>> {
+        let mut children = Vec::new();
+        let mut i = 0;
+        while i < ups.len() {
+            let (key_hash, value_hash) = &ups[i];
+            match self.slot_of(depth, key_hash) {
+                (_, _, Node::Leaf { id, .. })
+                    if value_hash.is_some() && self.leaves[id as usize].key_hash == *key_hash =>
+                {
+                    i += 1;
+                }
+                (n, Some(m), Node::Page(_)) => {
+                    let below = |k: &KeyHash| {
+                        usize::from(nibble(k, depth)) == n && usize::from(nibble(k, depth + 1)) == m
+                    };
+                    let end = i + ups[i..].partition_point(|u| below(&u.0));
+                    children.push(ChildUpdate {
+                        n: n as u8,
+                        m: m as u8,
+                        range: i..end,
+                    });
+                    i = end;
+                }
+                _ => return None,
+            }
         }
-        Some(self.revalue(depth, ups))
+        Some(children)
     }
 
-    /// [`Page::with_values`] once every update is known to change the
-    /// value of a leaf of this page.
-    fn revalue(
+    /// The page after the update planned by [`Page::plan_in_place`], given
+    /// the new hash of each child page it planned (in its order; every one
+    /// still a page): a copy with the changed leaves and child references,
+    /// and the binary nodes above them, rewritten in place, and the changes
+    /// from this page to the copy in position order (what
+    /// [`Page::changes_since`] would find, without a diff). The copy keeps
+    /// the page's layout: no expanded form, no packing.
+    ///
+    /// A node below the root whose hashes were not computed (a page read
+    /// from a record) is hashed in the copy and checked against its stored
+    /// hash before it changes, as [`Dense::for_update`] does.
+    pub(crate) fn in_place(
         &self,
         depth: usize,
         ups: &[(KeyHash, Option<ValueHash>)],
+        children: &[(ChildUpdate, Hash)],
     ) -> Result<Revalued, &'static str> {
         let mut page = self.clone();
         let mut changes = Vec::with_capacity(ups.len());
         let mut root_dirty = 0u16;
         let mut below = [0u16; 16];
-        for (key_hash, value_hash) in ups {
-            let (Some(value_hash), Some((n, m, id))) =
-                (value_hash, page.leaf_slot(depth, key_hash))
-            else {
-                continue;
+        let mut set_slot =
+            |page: &mut Page, n: usize, m: Option<usize>, node: Node| -> Result<_, &'static str> {
+                Ok(match m {
+                    None => {
+                        page.root.children[n] = node;
+                        root_dirty |= 1 << n;
+                        SlotPos::new(1, n as u16)
+                    }
+                    Some(m) => {
+                        // An unhashed node is checked with the slots it was
+                        // stored with.
+                        if !page.bottoms[n].hashed {
+                            page.hash_bottom(n)?;
+                        }
+                        let i = page.slot_index(n, m);
+                        page.slots[i] = node;
+                        below[n] |= 1 << m;
+                        SlotPos::new(2, (n << 4 | m) as u16)
+                    }
+                }
+                .unwrap_or_else(unreachable_pos))
             };
+        let mut children = children.iter().peekable();
+        for (i, (key_hash, value_hash)) in ups.iter().enumerate() {
+            if let Some((child, hash)) = children.peek() {
+                if child.range.contains(&i) {
+                    if i + 1 == child.range.end {
+                        let (n, m) = (usize::from(child.n), usize::from(child.m));
+                        if page.child(n as NodeId + 1, m).hash() != *hash {
+                            let pos = set_slot(&mut page, n, Some(m), Node::Page(*hash))?;
+                            changes.push((pos, Some(Terminal::Child { hash: *hash })));
+                        }
+                        children.next();
+                    }
+                    continue;
+                }
+            }
+            let (n, m, node) = page.slot_of(depth, key_hash);
+            let (Node::Leaf { id, .. }, Some(value_hash)) = (node, value_hash) else {
+                return Err(NOT_IN_PLACE);
+            };
+            if page.leaves[id as usize].key_hash != *key_hash {
+                return Err(NOT_IN_PLACE);
+            }
             if page.leaves[id as usize].value_hash == *value_hash {
                 continue;
             }
-            // An unhashed node is checked with the values it was stored with.
-            if m.is_some() && !page.bottoms[n].hashed {
-                page.hash_bottom(n)?;
-            }
-            page.leaves[id as usize].value_hash = *value_hash;
             let node = Node::Leaf {
                 id,
                 hash: leaf_hash(key_hash, value_hash),
             };
-            let pos = match m {
-                None => {
-                    page.root.children[n] = node;
-                    root_dirty |= 1 << n;
-                    SlotPos::new(1, n as u16)
-                }
-                Some(m) => {
-                    let i = page.slot_index(n, m);
-                    page.slots[i] = node;
-                    below[n] |= 1 << m;
-                    SlotPos::new(2, (n << 4 | m) as u16)
-                }
-            };
+            let pos = set_slot(&mut page, n, m, node)?;
+            page.leaves[id as usize].value_hash = *value_hash;
             let terminal = Terminal::Leaf {
                 key_hash: *key_hash,
                 value_hash: *value_hash,
             };
-            changes.push((pos.unwrap_or_else(unreachable_pos), Some(terminal)));
+            changes.push((pos, Some(terminal)));
         }
         for (n, dirty) in below.into_iter().enumerate() {
             if dirty != 0 {
@@ -1179,6 +1230,8 @@ fn compact_leaves(page: &mut Page) {
 }
 
 const LONE_LEAF: &str = "an internal node holds a lone leaf";
+
+const NOT_IN_PLACE: &str = "internal: an update in place meets a change of shape";
 
 const STORED_HASH_MISMATCH: &str = "a stored hash does not match the subtree below it";
 

@@ -406,19 +406,51 @@ fn update_read_page(
         });
     }
     let depth = path.len();
-    // Most pages of a block only see values of their keys change: their
-    // copy keeps its layout, and its changes are known without a diff.
-    if let Some(o) = old.filter(|_| values_in_place()) {
-        if let Some(revalued) = o.page.with_values(depth, ups) {
-            let Revalued { page, changes } =
-                revalued.map_err(|detail| MerkleError::CorruptPage { path, detail })?;
-            #[cfg(test)]
-            REVALUED.with(|r| r.set(r.get() + 1));
-            let hash = page.hash();
-            if !changes.is_empty() {
-                write_page(ctx, path, Some((o, changes, 0, 0)), page, out);
+    // Most pages of a block only see values of their keys, or hashes of
+    // their child pages, change: their copy keeps its layout, and its
+    // changes are known without a diff.
+    let mut done = None;
+    if let Some(o) = old.filter(|_| in_place_enabled()) {
+        if let Some(children) = o.page.plan_in_place(depth, ups) {
+            let jobs = children
+                .iter()
+                .map(|c| {
+                    let sub = &ups[c.range.clone()];
+                    Job::Update(PagePath::from_key(&sub[0].0, depth + PAGE_LEVELS), sub)
+                })
+                .collect();
+            let ran = run_jobs(ctx, jobs, ups.len(), out)?;
+            // A child page that collapsed changes this page's shape.
+            let hashes: Option<Vec<_>> = children
+                .into_iter()
+                .zip(&ran)
+                .map(|(c, up)| match up {
+                    Up::Page(hash) => Some((c, *hash)),
+                    Up::Empty | Up::Leaf(..) => None,
+                })
+                .collect();
+            match hashes {
+                Some(hashes) => {
+                    let Revalued { page, changes } = o
+                        .page
+                        .in_place(depth, ups, &hashes)
+                        .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
+                    #[cfg(test)]
+                    IN_PLACE.with(|r| r.set(r.get() + 1));
+                    let hash = page.hash();
+                    if !changes.is_empty() {
+                        write_page(ctx, path, Some((o, changes, 0, 0)), page, out);
+                    }
+                    return Ok(Up::Page(hash));
+                }
+                // The general update below takes the child pages' results
+                // (it plans the same child pages in the same order).
+                None => {
+                    #[cfg(test)]
+                    FELL_BACK.with(|r| r.set(r.get() + 1));
+                    done = Some(ran);
+                }
             }
-            return Ok(Up::Page(hash));
         }
     }
     // The nodes below the root slots the updates fall into are expanded
@@ -434,9 +466,15 @@ fn update_read_page(
             .map_err(|detail| MerkleError::CorruptPage { path, detail })?,
         None => Dense::default(),
     };
-    let mut jobs = Vec::new();
-    plan_update(&page, Page::ROOT, depth, 0, ups, &mut jobs)?;
-    let mut done = run_jobs(ctx, jobs, ups.len(), out)?.into_iter();
+    let done = match done {
+        Some(done) => done,
+        None => {
+            let mut jobs = Vec::new();
+            plan_update(&page, Page::ROOT, depth, 0, ups, &mut jobs)?;
+            run_jobs(ctx, jobs, ups.len(), out)?
+        }
+    };
+    let mut done = done.into_iter();
     update_node(&mut page, Page::ROOT, depth, 0, ups, &mut done)?;
     if !path.is_root() {
         if let Some(node) = collapse(&mut page, Page::ROOT) {
@@ -903,27 +941,30 @@ fn write_page(
 
 #[cfg(not(test))]
 #[inline]
-fn values_in_place() -> bool {
+fn in_place_enabled() -> bool {
     true
 }
 
 #[cfg(test)]
 thread_local! {
-    /// Tests turn the value-only path off to compare it with the general
+    /// Tests turn the update in place off to compare it with the general
     /// update (rayon's threads keep the default, so such a test runs its
     /// update on one thread: below `PARALLEL_MIN` updates).
-    static VALUES_IN_PLACE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    static IN_PLACE_ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
 #[cfg(test)]
 thread_local! {
-    /// Pages this thread updated by the value-only path.
-    static REVALUED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Pages this thread updated in place.
+    static IN_PLACE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Pages this thread planned in place and then updated by the general
+    /// update, because a child page collapsed.
+    static FELL_BACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
-fn values_in_place() -> bool {
-    VALUES_IN_PLACE.with(|v| v.get())
+fn in_place_enabled() -> bool {
+    IN_PLACE_ENABLED.with(|v| v.get())
 }
 
 #[cfg(test)]
@@ -956,9 +997,9 @@ mod tests {
         ups: &[Update],
         in_place: bool,
     ) -> UpdateOutput {
-        VALUES_IN_PLACE.with(|v| v.set(in_place));
+        IN_PLACE_ENABLED.with(|v| v.set(in_place));
         let out = apply(source, policy, version, version + 1, ups);
-        VALUES_IN_PLACE.with(|v| v.set(true));
+        IN_PLACE_ENABLED.with(|v| v.set(true));
         out.expect("update")
     }
 
@@ -977,8 +1018,8 @@ mod tests {
     }
 
     #[test]
-    fn changing_values_in_place_writes_what_the_general_update_writes() {
-        let seed = verity_testkit::seed("changing_values_in_place");
+    fn updating_in_place_writes_what_the_general_update_writes() {
+        let seed = verity_testkit::seed("updating_in_place");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let policy = DeltaPolicy {
             max_deltas: 3,
@@ -987,14 +1028,14 @@ mod tests {
         let store = MemPageStore::new();
         // Keys clustered under a few root slots, so pages have dense and
         // sparse nodes below their roots, leaves in root slots and child
-        // pages.
-        let mut keys: Vec<KeyHash> = (0..1500)
-            .map(|_| {
-                let mut k: KeyHash = rng.gen();
-                k[0] &= 0x31;
-                k
-            })
-            .collect();
+        // pages, and child pages of two or three keys that a delete
+        // collapses.
+        let key = |rng: &mut ChaCha8Rng| {
+            let mut k: KeyHash = rng.gen();
+            k[0] &= 0x31;
+            k
+        };
+        let mut keys: Vec<KeyHash> = (0..1500).map(|_| key(&mut rng)).collect();
         keys.sort_unstable();
         keys.dedup();
         let mut version = 0;
@@ -1004,27 +1045,30 @@ mod tests {
             store.apply(&out).expect("apply");
             version += 1;
         }
-        for _ in 0..30 {
+        let (mut in_place, mut fell_back) = (0, 0);
+        for round in 0..40 {
+            // Blocks of new values only, then blocks that also insert and
+            // delete.
+            let mixed = round % 2 == 1;
             let mut ups: Vec<Update> = (0..rng.gen_range(1..200))
                 .map(|_| {
                     let k = keys[rng.gen_range(0..keys.len())];
-                    // Now and then the value a key already has.
-                    let v = if rng.gen_ratio(1, 10) {
-                        crate::read::get(&store, version, &k).expect("get")
-                    } else {
-                        Some(rng.gen())
-                    };
-                    (k, v)
+                    match rng.gen_range(0..10) {
+                        0 if mixed => (key(&mut rng), Some(rng.gen())),
+                        1 if mixed => (k, None),
+                        // Now and then the value a key already has.
+                        2 => (k, crate::read::get(&store, version, &k).expect("get")),
+                        _ => (k, Some(rng.gen())),
+                    }
                 })
                 .collect();
             ups.sort_unstable_by_key(|u| u.0);
             ups.dedup_by_key(|u| u.0);
-            REVALUED.with(|r| r.set(0));
+            IN_PLACE.with(|r| r.set(0));
+            FELL_BACK.with(|r| r.set(0));
             let fast = run(&store, policy, version, &ups, true);
-            assert!(
-                REVALUED.with(|r| r.get()) > 0,
-                "the value-only path was taken, seed {seed}"
-            );
+            in_place += IN_PLACE.with(|r| r.get());
+            fell_back += FELL_BACK.with(|r| r.get());
             let general = run(&store, policy, version, &ups, false);
             assert_same(&fast, &general, seed);
             // Over pages read from records, nodes below page roots are
@@ -1033,7 +1077,15 @@ mod tests {
             let from_records = run(&records, policy, version, &ups, true);
             assert_same(&from_records, &general, seed);
             store.apply(&fast).expect("apply");
+            keys.extend(ups.iter().filter(|u| u.1.is_some()).map(|u| u.0));
+            keys.sort_unstable();
+            keys.dedup();
             version += 1;
         }
+        assert!(in_place > 0, "no page was updated in place, seed {seed}");
+        assert!(
+            fell_back > 0,
+            "no child page collapsed below a page planned in place, seed {seed}"
+        );
     }
 }
