@@ -328,16 +328,129 @@ pub(crate) struct ChildUpdate {
     pub(crate) range: std::ops::Range<usize>,
 }
 
-/// A page updated in place, and the changes that make its delta (see
-/// [`Page::in_place`]).
+/// A page updated in place (see [`Page::in_place`]).
 #[derive(Debug)]
-pub(crate) struct Revalued {
-    /// The new page.
+pub(crate) struct InPlace {
+    /// The new page (its terminal count is the old page's).
     pub(crate) page: Page,
-    /// The changed slots in position order: every one a leaf with its new
-    /// value or a child page reference with its new hash; empty when
-    /// nothing changed.
-    pub(crate) changes: Vec<(SlotPos, Option<Terminal>)>,
+    /// Leaves the update added to the page.
+    pub(crate) added: usize,
+    /// Leaves the update deleted from the page.
+    pub(crate) removed: usize,
+}
+
+/// A copy of a page being updated in place.
+struct Edit {
+    page: Page,
+    /// Root slots whose hashes changed.
+    root_dirty: u16,
+    /// Per root slot, the slots of the node below it that changed.
+    below: [u16; 16],
+    added: usize,
+    removed: usize,
+}
+
+impl Edit {
+    /// Puts `node` in root slot `n`, or in slot `m` of the node below it
+    /// (hashing that node first if it is unhashed, and adding or removing
+    /// the packed slot as the slot fills or empties); returns the slot's
+    /// position.
+    fn set(&mut self, n: usize, m: Option<usize>, node: Node) -> Result<SlotPos, &'static str> {
+        let page = &mut self.page;
+        let pos = match m {
+            None => {
+                page.root.children[n] = node;
+                self.root_dirty |= 1 << n;
+                SlotPos::new(1, n as u16)
+            }
+            Some(m) => {
+                // An unhashed node is checked with the slots it was stored
+                // with.
+                if !page.bottoms[n].hashed {
+                    page.hash_bottom(n)?;
+                }
+                let b = page.bottoms[n];
+                let i = (b.start + (b.mask & ((1u16 << m) - 1)).count_ones()) as usize;
+                match (b.mask & (1 << m) != 0, node.is_empty()) {
+                    (true, false) => page.slots[i] = node,
+                    (true, true) => {
+                        page.slots.remove(i);
+                        page.bottoms[n].mask &= !(1 << m);
+                        page.shift_runs_after(n, -1);
+                    }
+                    (false, false) => {
+                        page.slots.insert(i, node);
+                        page.bottoms[n].mask |= 1 << m;
+                        page.shift_runs_after(n, 1);
+                    }
+                    (false, true) => {}
+                }
+                self.below[n] |= 1 << m;
+                SlotPos::new(2, (n << 4 | m) as u16)
+            }
+        };
+        Ok(pos.unwrap_or_else(unreachable_pos))
+    }
+
+    /// Rehashes the changed node below root slot `n`, or, when it is left
+    /// empty or with one leaf, removes it (the leaf moves up into the root
+    /// slot) and lists the changes of that slot as a diff finds them: every
+    /// terminal `old` had below it removed, and the leaf added above.
+    fn finish_bottom(
+        &mut self,
+        old: &Page,
+        n: usize,
+        changes: &mut Vec<(SlotPos, Option<Terminal>)>,
+    ) {
+        let page = &mut self.page;
+        self.root_dirty |= 1 << n;
+        let b = page.bottoms[n];
+        let lone = match (b.mask.count_ones(), page.slots.get(b.start as usize)) {
+            (0, _) => Node::Empty,
+            (1, Some(leaf @ Node::Leaf { .. })) => *leaf,
+            _ => {
+                let hash = page.rehash_bottom(n, self.below[n]);
+                page.root.children[n] = Node::Inner {
+                    id: n as NodeId + 1,
+                    hash,
+                };
+                return;
+            }
+        };
+        if !lone.is_empty() {
+            page.slots.remove(b.start as usize);
+            page.shift_runs_after(n, -1);
+        }
+        if b.tree != NO_TREE {
+            page.trees.remove(b.tree as usize);
+            for other in page.bottoms.iter_mut() {
+                if other.tree != NO_TREE && other.tree > b.tree {
+                    other.tree -= 1;
+                }
+            }
+        }
+        page.bottoms[n] = Bottom::default();
+        page.root.children[n] = lone;
+        changes.retain(|(pos, _)| !(pos.depth() == 2 && usize::from(pos.nibble(0)) == n));
+        for (m, slot) in old.children(n as NodeId + 1) {
+            old.terminals_of(&slot, 2, (n << 4 | m) as u16, |pos, _| {
+                changes.push((pos, None))
+            });
+        }
+        if let Node::Leaf { id, .. } = lone {
+            let l = page.leaves[id as usize];
+            let pos = SlotPos::new(1, n as u16).unwrap_or_else(unreachable_pos);
+            changes.push((pos, Some(leaf_terminal(&l.key_hash, &l.value_hash))));
+        }
+    }
+}
+
+/// The terminal of a leaf.
+fn leaf_terminal(key_hash: &KeyHash, value_hash: &ValueHash) -> Terminal {
+    Terminal::Leaf {
+        key_hash: *key_hash,
+        value_hash: *value_hash,
+    }
 }
 
 /// The id an expanded page gives a node below its root that the update
@@ -553,17 +666,33 @@ impl Page {
         }
     }
 
-    /// Plans an update that leaves this page's shape as it is (see
-    /// [`Page::in_place`]): `ups` (strictly sorted by key hash, the page
-    /// root at nibble `depth`) must each give a new value to a key the page
-    /// holds or fall below one of its child pages. Returns, in key order,
-    /// the child pages to update first (their nibbles below the page root
-    /// and their ranges of `ups`), or `None` when an update inserts or
-    /// deletes a key of the page itself: the general update handles those.
+    /// The end of the run of `ups` from `i` on that land in the slot
+    /// `(n, m)` of [`Page::slot_of`].
+    fn slot_run_end(
+        depth: usize,
+        ups: &[(KeyHash, Option<ValueHash>)],
+        i: usize,
+        (n, m): (usize, Option<usize>),
+    ) -> usize {
+        let lands = |k: &KeyHash| {
+            usize::from(nibble(k, depth)) == n
+                && m.is_none_or(|m| usize::from(nibble(k, depth + 1)) == m)
+        };
+        i + ups[i..].partition_point(|u| lands(&u.0))
+    }
+
+    /// Plans an update that keeps this page's nodes where they are (see
+    /// [`Page::in_place`]), for `ups` strictly sorted by key hash and the
+    /// page root at nibble `depth`: each slot the updates reach must end up
+    /// holding at most one leaf, or be a child page's reference. Returns,
+    /// in key order, the child pages to update first (their slots and
+    /// their ranges of `ups`), or `None` when a slot would need a new node
+    /// or page below it: the general update handles those.
     ///
     /// This is the common case of a block: most writes change the value of
-    /// a key that exists, and the pages above them only see their child
-    /// pages' hashes change.
+    /// a key that exists or insert or delete a key in a slot of its own,
+    /// and the pages above the leaves' pages only see their child pages'
+    /// hashes change.
     pub(crate) fn plan_in_place(
         &self,
         depth: usize,
@@ -572,38 +701,49 @@ impl Page {
         let mut children = Vec::new();
         let mut i = 0;
         while i < ups.len() {
-            let (key_hash, value_hash) = &ups[i];
-            match self.slot_of(depth, key_hash) {
-                (_, _, Node::Leaf { id, .. })
-                    if value_hash.is_some() && self.leaves[id as usize].key_hash == *key_hash =>
-                {
-                    i += 1;
-                }
-                (n, Some(m), Node::Page(_)) => {
-                    let below = |k: &KeyHash| {
-                        usize::from(nibble(k, depth)) == n && usize::from(nibble(k, depth + 1)) == m
-                    };
-                    let end = i + ups[i..].partition_point(|u| below(&u.0));
+            let (n, m, node) = self.slot_of(depth, &ups[i].0);
+            let end = Self::slot_run_end(depth, ups, i, (n, m));
+            let run = &ups[i..end];
+            let existing = match node {
+                Node::Page(_) => {
                     children.push(ChildUpdate {
                         n: n as u8,
-                        m: m as u8,
+                        m: m? as u8,
                         range: i..end,
                     });
                     i = end;
+                    continue;
                 }
-                _ => return None,
+                Node::Leaf { id, .. } => Some(self.leaves[id as usize].key_hash),
+                Node::Empty => None,
+                Node::Inner { .. } => return None,
+            };
+            // The leaves the slot holds afterwards: its leaf unless deleted,
+            // and every other key given a value.
+            let kept = existing.is_some_and(|e| !run.iter().any(|u| u.0 == e && u.1.is_none()));
+            let added = run
+                .iter()
+                .filter(|u| u.1.is_some() && Some(u.0) != existing)
+                .count();
+            if usize::from(kept) + added > 1 {
+                return None;
             }
+            i = end;
         }
         Some(children)
     }
 
     /// The page after the update planned by [`Page::plan_in_place`], given
     /// the new hash of each child page it planned (in its order; every one
-    /// still a page): a copy with the changed leaves and child references,
-    /// and the binary nodes above them, rewritten in place, and the changes
-    /// from this page to the copy in position order (what
-    /// [`Page::changes_since`] would find, without a diff). The copy keeps
-    /// the page's layout: no expanded form, no packing.
+    /// still a page), or `None` when the page's root is left with a lone
+    /// leaf or nothing (the page goes: the general update handles that).
+    ///
+    /// The result is a copy with the changed slots, and the binary nodes
+    /// above them, rewritten in place: a node below the root that is left
+    /// with one leaf gives it to the root slot above, and one left empty
+    /// goes. `changes` is set to the changes from this page to the copy in
+    /// position order, what [`Page::changes_since`] would find, without a
+    /// diff. No expanded form, no packing.
     ///
     /// A node below the root whose hashes were not computed (a page read
     /// from a record) is hashed in the copy and checked against its stored
@@ -613,92 +753,129 @@ impl Page {
         depth: usize,
         ups: &[(KeyHash, Option<ValueHash>)],
         children: &[(ChildUpdate, Hash)],
-    ) -> Result<Revalued, &'static str> {
-        let mut page = self.clone();
-        let mut changes = Vec::with_capacity(ups.len());
-        let mut root_dirty = 0u16;
-        let mut below = [0u16; 16];
-        let mut set_slot =
-            |page: &mut Page, n: usize, m: Option<usize>, node: Node| -> Result<_, &'static str> {
-                Ok(match m {
-                    None => {
-                        page.root.children[n] = node;
-                        root_dirty |= 1 << n;
-                        SlotPos::new(1, n as u16)
-                    }
-                    Some(m) => {
-                        // An unhashed node is checked with the slots it was
-                        // stored with.
-                        if !page.bottoms[n].hashed {
-                            page.hash_bottom(n)?;
-                        }
-                        let i = page.slot_index(n, m);
-                        page.slots[i] = node;
-                        below[n] |= 1 << m;
-                        SlotPos::new(2, (n << 4 | m) as u16)
-                    }
+        changes: &mut Vec<(SlotPos, Option<Terminal>)>,
+    ) -> Result<Option<InPlace>, &'static str> {
+        let mut edit = Edit {
+            page: self.clone(),
+            root_dirty: 0,
+            below: [0; 16],
+            added: 0,
+            removed: 0,
+        };
+        changes.clear();
+        let mut children = children.iter();
+        let mut i = 0;
+        while i < ups.len() {
+            let (n, m, node) = self.slot_of(depth, &ups[i].0);
+            let end = Self::slot_run_end(depth, ups, i, (n, m));
+            let run = &ups[i..end];
+            i = end;
+            if let Node::Page(old) = node {
+                let (Some((child, hash)), Some(m)) = (children.next(), m) else {
+                    return Err(NOT_IN_PLACE);
+                };
+                if (usize::from(child.n), usize::from(child.m)) != (n, m) {
+                    return Err(NOT_IN_PLACE);
                 }
-                .unwrap_or_else(unreachable_pos))
-            };
-        let mut children = children.iter().peekable();
-        for (i, (key_hash, value_hash)) in ups.iter().enumerate() {
-            if let Some((child, hash)) = children.peek() {
-                if child.range.contains(&i) {
-                    if i + 1 == child.range.end {
-                        let (n, m) = (usize::from(child.n), usize::from(child.m));
-                        if page.child(n as NodeId + 1, m).hash() != *hash {
-                            let pos = set_slot(&mut page, n, Some(m), Node::Page(*hash))?;
-                            changes.push((pos, Some(Terminal::Child { hash: *hash })));
-                        }
-                        children.next();
-                    }
-                    continue;
+                if *hash != old {
+                    let pos = edit.set(n, Some(m), Node::Page(*hash))?;
+                    changes.push((pos, Some(Terminal::Child { hash: *hash })));
                 }
-            }
-            let (n, m, node) = page.slot_of(depth, key_hash);
-            let (Node::Leaf { id, .. }, Some(value_hash)) = (node, value_hash) else {
-                return Err(NOT_IN_PLACE);
-            };
-            if page.leaves[id as usize].key_hash != *key_hash {
-                return Err(NOT_IN_PLACE);
-            }
-            if page.leaves[id as usize].value_hash == *value_hash {
                 continue;
             }
-            let node = Node::Leaf {
-                id,
-                hash: leaf_hash(key_hash, value_hash),
-            };
-            let pos = set_slot(&mut page, n, m, node)?;
-            page.leaves[id as usize].value_hash = *value_hash;
-            let terminal = Terminal::Leaf {
-                key_hash: *key_hash,
-                value_hash: *value_hash,
-            };
-            changes.push((pos, Some(terminal)));
-        }
-        for (n, dirty) in below.into_iter().enumerate() {
-            if dirty != 0 {
-                let hash = page.rehash_bottom(n, dirty);
-                page.root.children[n] = Node::Inner {
-                    id: n as NodeId + 1,
-                    hash,
+            // Deletes and new values of the slot's leaf first, then the key
+            // that takes the slot if it is left empty.
+            for (key_hash, value_hash) in run {
+                let (_, _, node) = edit.page.slot_of(depth, key_hash);
+                let Node::Leaf { id, .. } = node else {
+                    continue;
                 };
-                root_dirty |= 1 << n;
+                if edit.page.leaves[id as usize].key_hash != *key_hash {
+                    continue;
+                }
+                match value_hash {
+                    None => {
+                        let pos = edit.set(n, m, Node::Empty)?;
+                        edit.page.dead_leaves += 1;
+                        edit.removed += 1;
+                        changes.push((pos, None));
+                    }
+                    Some(v) if edit.page.leaves[id as usize].value_hash == *v => {}
+                    Some(v) => {
+                        let node = Node::Leaf {
+                            id,
+                            hash: leaf_hash(key_hash, v),
+                        };
+                        let pos = edit.set(n, m, node)?;
+                        edit.page.leaves[id as usize].value_hash = *v;
+                        changes.push((pos, Some(leaf_terminal(key_hash, v))));
+                    }
+                }
+            }
+            for (key_hash, value_hash) in run {
+                let Some(v) = value_hash else { continue };
+                if !edit.page.slot_of(depth, key_hash).2.is_empty() {
+                    continue;
+                }
+                let leaf = Leaf {
+                    key_hash: *key_hash,
+                    value_hash: *v,
+                };
+                edit.page.leaves.push(leaf);
+                let node = Node::Leaf {
+                    id: (edit.page.leaves.len() - 1) as LeafId,
+                    hash: leaf_hash(key_hash, v),
+                };
+                let pos = edit.set(n, m, node)?;
+                edit.added += 1;
+                changes.push((pos, Some(leaf_terminal(key_hash, v))));
             }
         }
+        for n in 0..16 {
+            if edit.below[n] != 0 {
+                edit.finish_bottom(self, n, changes);
+            }
+        }
+        let Edit {
+            mut page,
+            root_dirty,
+            added,
+            removed,
+            ..
+        } = edit;
+        if depth > 0 && (page.root.occupied() == 0 || page.root.lone_leaf().is_some()) {
+            return Ok(None);
+        }
         page.root.rehash(root_dirty);
-        changes.sort_unstable_by_key(|c| c.0);
-        Ok(Revalued { page, changes })
+        if page.dead_leaves as usize * 4 > page.leaves.len() {
+            compact_leaves(&mut page);
+        }
+        // A removal and an addition at the same position: keep the
+        // addition, as `changes_since` does.
+        changes.sort_unstable_by_key(|c| (c.0, c.1.is_some()));
+        changes.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                *earlier = *later;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(Some(InPlace {
+            page,
+            added,
+            removed,
+        }))
     }
 
-    /// Index in [`Page::slots`] of the occupied slot `m` of the node below
-    /// root slot `n`.
-    #[inline]
-    fn slot_index(&self, n: usize, m: usize) -> usize {
-        let b = &self.bottoms[n];
-        debug_assert!(b.mask & (1 << m) != 0, "an empty packed slot");
-        (b.start + (b.mask & ((1u16 << m) - 1)).count_ones()) as usize
+    /// Moves the packed runs of the nodes below root slots after `n` by
+    /// `by` slots (one was inserted into or removed from `n`'s run).
+    fn shift_runs_after(&mut self, n: usize, by: i32) {
+        for (b, c) in self.bottoms.iter_mut().zip(&self.root.children).skip(n + 1) {
+            if matches!(c, Node::Inner { .. }) {
+                b.start = b.start.wrapping_add_signed(by);
+            }
+        }
     }
 
     /// The slot hashes of the node below root slot `n`, by nibble.

@@ -24,7 +24,7 @@ use verity_codec::varint;
 use crate::error::MerkleError;
 use crate::hash::{nibble, Hash, KeyHash, ValueHash};
 use crate::page::{
-    ChainInfo, Dense, Leaf, LeafId, Node, NodeId, Page, Revalued, VersionedPage, PAGE_LEVELS,
+    ChainInfo, Dense, InPlace, Leaf, LeafId, Node, NodeId, Page, VersionedPage, PAGE_LEVELS,
 };
 use crate::path::PagePath;
 use crate::source::PageSource;
@@ -429,28 +429,45 @@ fn update_read_page(
                     Up::Empty | Up::Leaf(..) => None,
                 })
                 .collect();
-            match hashes {
-                Some(hashes) => {
-                    let Revalued { page, changes } = o
+            if let Some(hashes) = hashes {
+                let written = CHANGES.with(|changes| {
+                    let changes = &mut changes.borrow_mut();
+                    let in_place = o
                         .page
-                        .in_place(depth, ups, &hashes)
+                        .in_place(depth, ups, &hashes, changes)
                         .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
+                    Ok::<_, MerkleError>(in_place.map(
+                        |InPlace {
+                             page,
+                             added,
+                             removed,
+                         }| {
+                            let hash = page.hash();
+                            if !changes.is_empty() {
+                                write_page(
+                                    ctx,
+                                    path,
+                                    Some((o, changes, removed, added)),
+                                    page,
+                                    out,
+                                );
+                            }
+                            hash
+                        },
+                    ))
+                })?;
+                if let Some(hash) = written {
                     #[cfg(test)]
                     IN_PLACE.with(|r| r.set(r.get() + 1));
-                    let hash = page.hash();
-                    if !changes.is_empty() {
-                        write_page(ctx, path, Some((o, changes, 0, 0)), page, out);
-                    }
                     return Ok(Up::Page(hash));
                 }
-                // The general update below takes the child pages' results
-                // (it plans the same child pages in the same order).
-                None => {
-                    #[cfg(test)]
-                    FELL_BACK.with(|r| r.set(r.get() + 1));
-                    done = Some(ran);
-                }
             }
+            // A child page collapsed, or this page does: the general update
+            // below takes the child pages' results (it plans the same child
+            // pages in the same order).
+            #[cfg(test)]
+            FELL_BACK.with(|r| r.set(r.get() + 1));
+            done = Some(ran);
         }
     }
     // The nodes below the root slots the updates fall into are expanded
@@ -817,6 +834,9 @@ fn base_len(terminals: usize) -> usize {
 }
 
 thread_local! {
+    /// The changes of the page this thread updates in place.
+    static CHANGES: std::cell::RefCell<Vec<(SlotPos, Option<Terminal>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
     /// The buffer this thread encodes records in before copying them into
     /// their shared allocation.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -860,24 +880,22 @@ fn emit(
         }
         return;
     };
-    let old = match old {
+    match old {
         Some(o) => {
             let (changes, removed, added) = page.changes_since(&o.page);
-            if changes.is_empty() {
-                return;
+            if !changes.is_empty() {
+                write_page(ctx, path, Some((o, &changes, removed, added)), page, out);
             }
-            Some((o, changes, removed, added))
         }
-        None => None,
-    };
-    write_page(ctx, path, old, page, out);
+        None => write_page(ctx, path, None, page, out),
+    }
 }
 
 /// The changes from a page's previous version: the delta's changes and
 /// the number of terminals they remove and add.
 type Changes<'a> = (
     &'a VersionedPage,
-    Vec<(SlotPos, Option<Terminal>)>,
+    &'a [(SlotPos, Option<Terminal>)],
     usize,
     usize,
 );
@@ -904,7 +922,7 @@ fn write_page(
         });
         let mut delta = PageDelta {
             levels: PAGE_LEVELS as u8,
-            changes,
+            changes: changes.to_vec(),
             hashes: Vec::new(),
         };
         delta.hashes = page.slot_hashes(delta.touched_slots());
@@ -1014,6 +1032,71 @@ mod tests {
             assert_eq!(x.chain, y.chain, "seed {seed}");
             assert_eq!(x.previous, y.previous, "seed {seed}");
             assert_eq!(x.page, y.page, "page of {:?}, seed {seed}", x.path);
+        }
+    }
+
+    #[test]
+    fn nodes_emptied_or_left_with_one_leaf_in_place_match_the_general_update() {
+        // Root slots 0, 3 and 4: dense nodes of nine leaves (they keep their
+        // binary trees); root slot 1: a node of two leaves; root slot 2: a
+        // leaf.
+        let key = |a: u8, b: u8| {
+            let mut k = [0u8; 32];
+            k[0] = a;
+            k[1] = b;
+            k
+        };
+        let dense = |n: u8| (0..9).map(move |m| key(n << 4 | m, 0));
+        let pair = [key(0x10, 0), key(0x11, 0)];
+        let mut ups: Vec<Update> = dense(0)
+            .chain(dense(3))
+            .chain(dense(4))
+            .chain(pair)
+            .chain([key(0x20, 0)])
+            .map(|k| (k, Some([7; 32])))
+            .collect();
+        ups.sort_unstable_by_key(|u| u.0);
+        let policy = DeltaPolicy::default();
+        let store = MemPageStore::new();
+        let out = apply(&store, policy, 0, 1, &ups).expect("update");
+        store.apply(&out).expect("apply");
+        let steps: [Vec<Update>; 4] = [
+            // Eight of slot 0's leaves go and the ninth changes: it moves
+            // up, and the node's tree goes.
+            dense(0)
+                .map(|k| (k, (k == key(0, 0)).then_some([8; 32])))
+                .collect(),
+            // A leaf below slot 3 changes (its node's tree moved down the
+            // page's list of trees).
+            vec![(key(0x31, 0), Some([9; 32]))],
+            // Both leaves of the pair go, and the leaf of slot 2 changes.
+            vec![
+                (pair[0], None),
+                (pair[1], None),
+                (key(0x20, 0), Some([8; 32])),
+            ],
+            // A leaf of slot 4's node is replaced by a new key in the same
+            // slot, and slot 2's leaf by a new key too.
+            vec![
+                (key(0x42, 0), None),
+                (key(0x42, 1), Some([9; 32])),
+                (key(0x20, 0), None),
+                (key(0x2f, 0), Some([9; 32])),
+            ],
+        ];
+        for (version, mut ups) in (1..).zip(steps) {
+            ups.sort_unstable_by_key(|u| u.0);
+            let ups = &ups;
+            IN_PLACE.with(|r| r.set(0));
+            let fast = run(&store, policy, version, ups, true);
+            assert_eq!(IN_PLACE.with(|r| r.get()), 1, "step {version} in place");
+            let general = run(&store, policy, version, ups, false);
+            assert_same(&fast, &general, version);
+            // Pages rebuilt from their records know nothing of the layout
+            // the updates in place left in the pages the store keeps.
+            let from_records = run(&FromRecords(&store), policy, version, ups, false);
+            assert_same(&from_records, &general, version);
+            store.apply(&fast).expect("apply");
         }
     }
 
