@@ -216,9 +216,27 @@ impl PageDelta {
 
     /// The page-root slots the changes touch (bit `n` = slot `n`).
     pub fn touched_slots(&self) -> u16 {
-        self.changes
-            .iter()
-            .fold(0, |m, (pos, _)| m | 1 << pos.nibble(0))
+        Self::slots_touched_by(&self.changes)
+    }
+
+    /// The page-root slots that `changes` touch (bit `n` = slot `n`).
+    pub fn slots_touched_by(changes: &[(SlotPos, Option<Terminal>)]) -> u16 {
+        changes.iter().fold(0, |m, (pos, _)| m | 1 << pos.nibble(0))
+    }
+
+    /// Appends the record of a delta spanning `levels` with `changes` and
+    /// `hashes` to `out`: the bytes `PageRecord::Delta(delta).encode_into`
+    /// appends for the delta of those fields, without building it (an
+    /// update encodes from the lists it already has).
+    pub fn encode_parts_into(
+        out: &mut Vec<u8>,
+        levels: u8,
+        changes: &[(SlotPos, Option<Terminal>)],
+        hashes: &[(u8, Hash32)],
+    ) {
+        out.reserve(3 + varint::MAX_LEN + changes.len() * 67 + 2 + hashes.len() * 32);
+        out.push(PAGE_FORMAT);
+        put_delta(out, levels, changes, hashes);
     }
 
     /// Applies the delta to `base`, which must span the same levels.
@@ -284,7 +302,27 @@ impl PageDelta {
     }
 }
 
-fn put_hashes(out: &mut Vec<u8>, hashes: &SlotHashes) {
+/// The body of a delta record, after the format byte.
+fn put_delta(
+    out: &mut Vec<u8>,
+    levels: u8,
+    changes: &[(SlotPos, Option<Terminal>)],
+    hashes: &[(u8, Hash32)],
+) {
+    out.push(KIND_DELTA);
+    out.push(levels);
+    varint::put(out, changes.len() as u64);
+    for (pos, change) in changes {
+        put_u16(out, pos.raw());
+        match change {
+            Some(t) => put_terminal(out, t),
+            None => out.push(TAG_EMPTY),
+        }
+    }
+    put_hashes(out, hashes);
+}
+
+fn put_hashes(out: &mut Vec<u8>, hashes: &[(u8, Hash32)]) {
     let mask = hashes.iter().fold(0u16, |m, (n, _)| m | 1 << n);
     put_u16(out, mask);
     for (_, h) in hashes {
@@ -378,17 +416,7 @@ impl PageRecord {
                 put_hashes(out, &page.hashes);
             }
             PageRecord::Delta(delta) => {
-                out.push(KIND_DELTA);
-                out.push(delta.levels);
-                varint::put(out, delta.changes.len() as u64);
-                for (pos, change) in &delta.changes {
-                    put_u16(out, pos.raw());
-                    match change {
-                        Some(t) => put_terminal(out, t),
-                        None => out.push(TAG_EMPTY),
-                    }
-                }
-                put_hashes(out, &delta.hashes);
+                put_delta(out, delta.levels, &delta.changes, &delta.hashes);
             }
             PageRecord::Removed => out.push(KIND_REMOVED),
         }
@@ -577,6 +605,9 @@ mod tests {
                     .collect();
                 let record = PageRecord::Delta(delta.clone());
                 prop_assert!(record.encode().len() <= record.encoded_len_bound());
+                let mut parts = Vec::new();
+                PageDelta::encode_parts_into(&mut parts, delta.levels, &delta.changes, &delta.hashes);
+                prop_assert_eq!(&parts, &record.encode());
                 prop_assert_eq!(PageRecord::decode(&record.encode()), Ok(record));
                 let applied = delta.apply(&old).expect("apply");
                 prop_assert_eq!(&applied.entries, &new.entries);

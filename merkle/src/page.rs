@@ -616,6 +616,21 @@ impl Page {
             .collect()
     }
 
+    /// [`Page::slot_hashes`] into `out`, without allocating; returns how
+    /// many it wrote.
+    pub(crate) fn slot_hashes_into(&self, mask: u16, out: &mut [(u8, Hash); 16]) -> usize {
+        let mut len = 0;
+        for (n, c) in self.root.children.iter().enumerate() {
+            if let Node::Inner { hash, .. } = c {
+                if mask & (1 << n) != 0 {
+                    out[len] = (n as u8, *hash);
+                    len += 1;
+                }
+            }
+        }
+        len
+    }
+
     /// The contents of leaf `id` of this page.
     #[inline]
     pub fn leaf(&self, id: LeafId) -> &Leaf {

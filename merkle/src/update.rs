@@ -22,7 +22,7 @@ use verity_codec::page::{PageDelta, PageRecord, SlotPos, Terminal};
 use verity_codec::varint;
 
 use crate::error::MerkleError;
-use crate::hash::{nibble, Hash, KeyHash, ValueHash};
+use crate::hash::{nibble, Hash, KeyHash, ValueHash, EMPTY};
 use crate::page::{
     ChainInfo, Dense, InPlace, Leaf, LeafId, Node, NodeId, Page, VersionedPage, PAGE_LEVELS,
 };
@@ -845,10 +845,16 @@ thread_local! {
 /// `record` encoded into one exactly sized shared allocation (encoding
 /// into a `Vec` and converting it would allocate twice).
 fn shared_record(record: &PageRecord) -> Arc<[u8]> {
+    shared_bytes(|buf| record.encode_into(buf))
+}
+
+/// What `encode` appends to an empty buffer, in one exactly sized shared
+/// allocation.
+fn shared_bytes(encode: impl FnOnce(&mut Vec<u8>)) -> Arc<[u8]> {
     SCRATCH.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.clear();
-        record.encode_into(&mut buf);
+        encode(&mut buf);
         Arc::from(&buf[..])
     })
 }
@@ -920,13 +926,11 @@ fn write_page(
             version: o.version,
             superseded_at: version,
         });
-        let mut delta = PageDelta {
-            levels: PAGE_LEVELS as u8,
-            changes: changes.to_vec(),
-            hashes: Vec::new(),
-        };
-        delta.hashes = page.slot_hashes(delta.touched_slots());
-        let record = shared_record(&PageRecord::Delta(delta));
+        let mut hashes = [(0, EMPTY); 16];
+        let len = page.slot_hashes_into(PageDelta::slots_touched_by(changes), &mut hashes);
+        let record = shared_bytes(|buf| {
+            PageDelta::encode_parts_into(buf, PAGE_LEVELS as u8, changes, &hashes[..len])
+        });
         let chain_bytes = u64::from(o.chain.delta_bytes) + record.len() as u64;
         let base = base_len(page.terminal_count()) as u64;
         let limit = base * u64::from(ctx.policy.max_chain_percent) / 100;
