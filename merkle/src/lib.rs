@@ -42,7 +42,7 @@ pub use memory::{rebuild as rebuild_page, MemPageStore};
 pub use page::{ChainInfo, Page, VersionedPage, PAGE_LEVELS};
 pub use path::PagePath;
 pub use proof::{verify, verify_range, Proof, RangeProof};
-pub use source::PageSource;
+pub use source::{PageSource, PageView};
 pub use update::{
     DeltaPolicy, PageWrite, RecordKind, StalePage, Update, UpdateOutput, UpdateStats,
 };

@@ -6,6 +6,7 @@
 //! below the version and the deltas after it, exactly as a store on disk
 //! does, so tests of this store test the record formats too.
 
+use std::borrow::Cow;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use verity_codec::page::{PageImage, PageRecord};
 use crate::error::MerkleError;
 use crate::page::{ChainInfo, Page, VersionedPage};
 use crate::path::PagePath;
-use crate::source::PageSource;
+use crate::source::{PageSource, PageView};
 use crate::update::{PageWrite, UpdateOutput};
 
 /// Records of one page, oldest first.
@@ -323,13 +324,22 @@ fn page_in(
     path: &PagePath,
     version: u64,
 ) -> Result<Option<VersionedPage>, MerkleError> {
+    Ok(page_ref(shard, path, version)?.map(Cow::into_owned))
+}
+
+/// [`page_in`], borrowing the newest version of the page from the shard.
+fn page_ref<'a>(
+    shard: &'a Shard,
+    path: &PagePath,
+    version: u64,
+) -> Result<Option<Cow<'a, VersionedPage>>, MerkleError> {
     let Some(entry) = shard.get(path) else {
         return Ok(None);
     };
     // The newest version, the one an update reads, without a search of
     // the records (the latest page is the newest record).
     if let Some(vp) = entry.latest.as_ref().filter(|vp| vp.version <= version) {
-        return Ok(Some(vp.clone()));
+        return Ok(Some(Cow::Borrowed(vp)));
     }
     let n = entry.upto(version);
     if n == 0 {
@@ -337,9 +347,23 @@ fn page_in(
     }
     let v = entry.records[n - 1].0;
     match &entry.latest {
-        Some(vp) if vp.version == v => Ok(Some(vp.clone())),
+        Some(vp) if vp.version == v => Ok(Some(Cow::Borrowed(vp))),
         _ if n == entry.records.len() => Ok(None),
-        _ => rebuild(&entry.records[..n], path),
+        _ => Ok(rebuild(&entry.records[..n], path)?.map(Cow::Owned)),
+    }
+}
+
+/// The pages of a [`MemPageStore`] as of one version: every shard held for
+/// reading (and the floor, against a prune), so a read takes no lock.
+struct MemView<'a> {
+    _meta: RwLockReadGuard<'a, Meta>,
+    shards: Vec<RwLockReadGuard<'a, Shard>>,
+    version: u64,
+}
+
+impl PageView for MemView<'_> {
+    fn page(&self, path: &PagePath) -> Result<Option<Cow<'_, VersionedPage>>, MerkleError> {
+        page_ref(&self.shards[shard_of(path)], path, self.version)
     }
 }
 
@@ -394,7 +418,15 @@ impl PageSource for MemPageStore {
         }
     }
 
-    fn in_memory(&self) -> bool {
-        true
+    fn view(&self, version: u64) -> Result<Option<Box<dyn PageView + '_>>, MerkleError> {
+        let meta = self.read_guard(version)?;
+        // Recursive: a writer queued on a shard does not make these wait
+        // on a reader of the same thread.
+        let shards = self.shards.iter().map(|s| s.read_recursive()).collect();
+        Ok(Some(Box::new(MemView {
+            _meta: meta,
+            shards,
+            version,
+        })))
     }
 }

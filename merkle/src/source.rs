@@ -1,5 +1,7 @@
 //! Where the trie reads its pages from.
 
+use std::borrow::Cow;
+
 use crate::error::MerkleError;
 use crate::page::VersionedPage;
 use crate::path::PagePath;
@@ -24,13 +26,24 @@ pub trait PageSource: Sync {
         paths.iter().map(|p| self.page(p, version)).collect()
     }
 
-    /// True when every page is in memory, so reading one costs no I/O: an
-    /// update then reads each page when its walk reaches it, on the thread
-    /// that updates the page, instead of a level of pages at a time in
-    /// [`PageSource::pages`] calls beforehand. False unless a store says so.
-    fn in_memory(&self) -> bool {
-        false
+    /// For a store whose pages are all in memory: the pages as of
+    /// `version`, read by reference for the length of one update (no lock
+    /// taken and no reference count touched per page). An update given a
+    /// view reads each page when its walk reaches it, on the thread that
+    /// updates the page, instead of a level of pages at a time in
+    /// [`PageSource::pages`] calls beforehand. `None` (the default) for a
+    /// store with I/O to do.
+    fn view(&self, version: u64) -> Result<Option<Box<dyn PageView + '_>>, MerkleError> {
+        let _ = version;
+        Ok(None)
     }
+}
+
+/// The pages of an in-memory store as of one version (see
+/// [`PageSource::view`]); the store does not change while a view lives.
+pub trait PageView: Sync {
+    /// The page at `path`: borrowed from the store, or built for the view.
+    fn page(&self, path: &PagePath) -> Result<Option<Cow<'_, VersionedPage>>, MerkleError>;
 }
 
 impl<T: PageSource + ?Sized> PageSource for &T {
@@ -46,7 +59,7 @@ impl<T: PageSource + ?Sized> PageSource for &T {
         (**self).pages(paths, version)
     }
 
-    fn in_memory(&self) -> bool {
-        (**self).in_memory()
+    fn view(&self, version: u64) -> Result<Option<Box<dyn PageView + '_>>, MerkleError> {
+        (**self).view(version)
     }
 }

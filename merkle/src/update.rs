@@ -4,8 +4,9 @@
 //! It runs in two phases. The first reads every page the update touches,
 //! one trie level of pages at a time, each level in one
 //! [`PageSource::pages`] call so a store can submit those reads together
-//! (a source whose pages are all in memory, [`PageSource::in_memory`],
-//! skips it: the second phase reads each page when it reaches it).
+//! (a source whose pages are all in memory, one with a
+//! [`PageSource::view`], skips it: the second phase reads each page when
+//! it reaches it).
 //! The second is pure computation over the pages read: it rewrites the
 //! touched paths, keeps the trie canonical (a lone leaf moves up, an empty
 //! subtree disappears) and rehashes only the binary nodes above changed
@@ -27,7 +28,7 @@ use crate::page::{
     ChainInfo, Dense, InPlace, Leaf, LeafId, Node, NodeId, Page, VersionedPage, PAGE_LEVELS,
 };
 use crate::path::PagePath;
-use crate::source::PageSource;
+use crate::source::{PageSource, PageView};
 
 /// One change of a batch: a key hash and its new value hash, or `None` to
 /// delete the key.
@@ -140,15 +141,12 @@ const PARALLEL_MIN: usize = 256;
 /// threads.
 const PARALLEL_WALK: usize = 128;
 
-/// Reads a page as of the version an update reads.
-type ReadPage<'a> = dyn Fn(&PagePath) -> Result<Option<VersionedPage>, MerkleError> + Sync + 'a;
-
 struct Ctx<'a> {
     /// The pages read before the update: a level at a time, or only the
     /// root page when the source is in memory.
     pages: &'a HashMap<PagePath, VersionedPage>,
-    /// Reads the pages not in `pages`, when the source is in memory.
-    read: Option<&'a ReadPage<'a>>,
+    /// The pages not in `pages`, when the source is in memory.
+    view: Option<&'a dyn PageView>,
     version: u64,
     read_version: u64,
     policy: DeltaPolicy,
@@ -221,17 +219,15 @@ pub fn apply<S: PageSource + ?Sized>(
         return Err(MerkleError::UnsortedUpdates { index: i + 1 });
     }
     let started = std::time::Instant::now();
-    let in_memory = source.in_memory();
-    let pages = if in_memory {
-        root_page(source, read_version)?
-    } else {
-        prefetch(source, read_version, updates)?
+    let view = source.view(read_version)?;
+    let pages = match &view {
+        Some(view) => root_page(&**view)?,
+        None => prefetch(source, read_version, updates)?,
     };
     let read_time = started.elapsed();
-    let read = |path: &PagePath| source.page(path, read_version);
     let ctx = Ctx {
         pages: &pages,
-        read: in_memory.then_some(&read as &ReadPage<'_>),
+        view: view.as_deref(),
         version: write_version,
         read_version,
         policy,
@@ -281,13 +277,10 @@ fn nibble_groups(ups: &[(KeyHash, impl Sized)], depth: usize) -> [Option<Range<u
 
 /// The root page alone, for an update that reads the other pages as it
 /// reaches them.
-fn root_page<S: PageSource + ?Sized>(
-    source: &S,
-    version: u64,
-) -> Result<HashMap<PagePath, VersionedPage>, MerkleError> {
+fn root_page(view: &dyn PageView) -> Result<HashMap<PagePath, VersionedPage>, MerkleError> {
     let mut pages = HashMap::default();
-    if let Some(root) = source.page(&PagePath::ROOT, version)? {
-        pages.insert(PagePath::ROOT, root);
+    if let Some(root) = view.page(&PagePath::ROOT)? {
+        pages.insert(PagePath::ROOT, root.into_owned());
     }
     Ok(pages)
 }
@@ -379,12 +372,12 @@ fn update_page(
     out: &mut Out,
 ) -> Result<Up, MerkleError> {
     let read;
-    let old = match (ctx.pages.get(&path), ctx.read) {
+    let old = match (ctx.pages.get(&path), ctx.view) {
         (Some(page), _) => Some(page),
-        (None, Some(read_page)) if !path.is_root() => {
-            read = read_page(&path)?;
+        (None, Some(view)) if !path.is_root() => {
+            read = view.page(&path)?;
             out.pages_read += 1;
-            read.as_ref()
+            read.as_deref()
         }
         (None, _) => None,
     };
@@ -549,7 +542,7 @@ fn run_jobs(
         Job::Build(path, leaves) => build_page(ctx, *path, leaves, out),
     };
     if jobs.len() < 2 || weight < PARALLEL_MIN {
-        let Some(read_page) = ctx.read.filter(|_| jobs.len() >= 2) else {
+        let Some(view) = ctx.view.filter(|_| jobs.len() >= 2) else {
             return jobs.iter().map(|job| run(job, out)).collect();
         };
         // Pages in memory: read all of them, then bring each into the
@@ -560,7 +553,7 @@ fn run_jobs(
         let mut read = Vec::with_capacity(jobs.len());
         for job in &jobs {
             read.push(match job {
-                Job::Update(path, _) => read_page(path)?,
+                Job::Update(path, _) => view.page(path)?,
                 Job::Build(..) => None,
             });
         }
@@ -574,7 +567,7 @@ fn run_jobs(
             done.push(match job {
                 Job::Update(path, ups) => {
                     out.pages_read += 1;
-                    update_read_page(ctx, *path, page.as_ref(), ups, out)?
+                    update_read_page(ctx, *path, page.as_deref(), ups, out)?
                 }
                 Job::Build(path, leaves) => build_page(ctx, *path, leaves, out)?,
             });
