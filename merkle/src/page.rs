@@ -332,7 +332,7 @@ pub(crate) struct ChildUpdate {
 #[derive(Debug)]
 pub(crate) struct InPlace {
     /// The new page (its terminal count is the old page's).
-    pub(crate) page: Page,
+    pub(crate) page: Arc<Page>,
     /// Leaves the update added to the page.
     pub(crate) added: usize,
     /// Leaves the update deleted from the page.
@@ -340,8 +340,8 @@ pub(crate) struct InPlace {
 }
 
 /// A copy of a page being updated in place.
-struct Edit {
-    page: Page,
+struct Edit<'a> {
+    page: &'a mut Page,
     /// Root slots whose hashes changed.
     root_dirty: u16,
     /// Per root slot, the slots of the node below it that changed.
@@ -350,13 +350,13 @@ struct Edit {
     removed: usize,
 }
 
-impl Edit {
+impl Edit<'_> {
     /// Puts `node` in root slot `n`, or in slot `m` of the node below it
     /// (hashing that node first if it is unhashed, and adding or removing
     /// the packed slot as the slot fills or empties); returns the slot's
     /// position.
     fn set(&mut self, n: usize, m: Option<usize>, node: Node) -> Result<SlotPos, &'static str> {
-        let page = &mut self.page;
+        let page = &mut *self.page;
         let pos = match m {
             None => {
                 page.root.children[n] = node;
@@ -402,7 +402,7 @@ impl Edit {
         n: usize,
         changes: &mut Vec<(SlotPos, Option<Terminal>)>,
     ) {
-        let page = &mut self.page;
+        let page = &mut *self.page;
         self.root_dirty |= 1 << n;
         let b = page.bottoms[n];
         let lone = match (b.mask.count_ones(), page.slots.get(b.start as usize)) {
@@ -770,8 +770,11 @@ impl Page {
         children: &[(ChildUpdate, Hash)],
         changes: &mut Vec<(SlotPos, Option<Terminal>)>,
     ) -> Result<Option<InPlace>, &'static str> {
+        // The copy is made where it stays: moving a page (1.5 KB) costs a
+        // copy each time.
+        let mut copy = Arc::new(self.clone());
         let mut edit = Edit {
-            page: self.clone(),
+            page: Arc::make_mut(&mut copy),
             root_dirty: 0,
             below: [0; 16],
             added: 0,
@@ -852,7 +855,7 @@ impl Page {
             }
         }
         let Edit {
-            mut page,
+            page,
             root_dirty,
             added,
             removed,
@@ -863,7 +866,7 @@ impl Page {
         }
         page.root.rehash(root_dirty);
         if page.dead_leaves as usize * 4 > page.leaves.len() {
-            compact_leaves(&mut page);
+            compact_leaves(page);
         }
         // A removal and an addition at the same position: keep the
         // addition, as `changes_since` does.
@@ -877,7 +880,7 @@ impl Page {
             }
         });
         Ok(Some(InPlace {
-            page,
+            page: copy,
             added,
             removed,
         }))

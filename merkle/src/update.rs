@@ -883,10 +883,11 @@ fn emit(
         Some(o) => {
             let (changes, removed, added) = page.changes_since(&o.page);
             if !changes.is_empty() {
+                let page = Arc::new(page);
                 write_page(ctx, path, Some((o, &changes, removed, added)), page, out);
             }
         }
-        None => write_page(ctx, path, None, page, out),
+        None => write_page(ctx, path, None, Arc::new(page), out),
     }
 }
 
@@ -906,14 +907,14 @@ fn write_page(
     ctx: &Ctx<'_>,
     path: PagePath,
     old: Option<Changes<'_>>,
-    mut page: Page,
+    mut page: Arc<Page>,
     out: &mut Out,
 ) {
     let version = ctx.version;
     let mut write = None;
     let previous = old.as_ref().map(|o| o.0.version);
     if let Some((o, changes, removed, added)) = old {
-        page.set_terminal_count(o.page.terminal_count() + added - removed);
+        Arc::make_mut(&mut page).set_terminal_count(o.page.terminal_count() + added - removed);
         out.stale.push(StalePage {
             path,
             version: o.version,
@@ -937,7 +938,7 @@ fn write_page(
     }
     let (record, kind, chain) = write.unwrap_or_else(|| {
         let image = page.to_image();
-        page.set_terminal_count(image.entries.len());
+        Arc::make_mut(&mut page).set_terminal_count(image.entries.len());
         (
             shared_record(&PageRecord::Base(image)),
             RecordKind::Base,
@@ -946,7 +947,7 @@ fn write_page(
     });
     out.writes.push(PageWrite {
         path,
-        page: Some(Arc::new(page)),
+        page: Some(page),
         record,
         kind,
         chain,
