@@ -470,27 +470,6 @@ impl Page {
             + self.leaves.capacity() * std::mem::size_of::<Leaf>()
     }
 
-    /// Reads a byte of every cache line of the page (of its slots, trees
-    /// and leaves too) and returns their sum: what brings a page into the
-    /// cache, reading pages one after another so that their misses overlap.
-    pub(crate) fn touch(&self) -> u64 {
-        let mut sum = 0u64;
-        let mut add = |b: u8| sum = sum.wrapping_add(u64::from(b));
-        self.root.children.iter().for_each(|c| add(c.hash()[0]));
-        self.root.tree.iter().step_by(2).for_each(|t| add(t[0]));
-        self.bottoms
-            .iter()
-            .step_by(4)
-            .for_each(|b| add(b.mask as u8));
-        self.slots.iter().for_each(|s| add(s.hash()[0]));
-        self.trees
-            .iter()
-            .flat_map(|t| t.iter().step_by(2))
-            .for_each(|h| add(h[0]));
-        self.leaves.iter().for_each(|l| add(l.key_hash[0]));
-        sum
-    }
-
     /// The page root's hash (the page root is always hashed).
     #[inline]
     pub fn hash(&self) -> Hash {
