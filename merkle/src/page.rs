@@ -445,6 +445,22 @@ impl Edit<'_> {
     }
 }
 
+/// Puts a delta's changes in position order, keeping the addition where
+/// a removal and an addition share a position (`None` sorts first; an
+/// unstable sort needs no scratch buffer, and the positions with their
+/// kind are unique).
+fn sort_changes(changes: &mut Vec<(SlotPos, Option<Terminal>)>) {
+    changes.sort_unstable_by_key(|c| (c.0, c.1.is_some()));
+    changes.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            *earlier = *later;
+            true
+        } else {
+            false
+        }
+    });
+}
+
 /// The terminal of a leaf.
 fn leaf_terminal(key_hash: &KeyHash, value_hash: &ValueHash) -> Terminal {
     Terminal::Leaf {
@@ -847,17 +863,7 @@ impl Page {
         if page.dead_leaves as usize * 4 > page.leaves.len() {
             compact_leaves(page);
         }
-        // A removal and an addition at the same position: keep the
-        // addition, as `changes_since` does.
-        changes.sort_unstable_by_key(|c| (c.0, c.1.is_some()));
-        changes.dedup_by(|later, earlier| {
-            if later.0 == earlier.0 {
-                *earlier = *later;
-                true
-            } else {
-                false
-            }
-        });
+        sort_changes(changes);
         Ok(Some(InPlace {
             page: copy,
             added,
@@ -947,18 +953,7 @@ impl Page {
             &mut removed,
             &mut added,
         );
-        // A removal and an addition at the same position: keep the
-        // addition (`None` sorts first; an unstable sort needs no scratch
-        // buffer, and the positions with their kind are unique).
-        out.sort_unstable_by_key(|c| (c.0, c.1.is_some()));
-        out.dedup_by(|later, earlier| {
-            if later.0 == earlier.0 {
-                *earlier = *later;
-                true
-            } else {
-                false
-            }
-        });
+        sort_changes(&mut out);
         (out, removed, added)
     }
 
