@@ -1121,7 +1121,7 @@ mod tests {
             version += 1;
         }
         let (mut in_place, mut fell_back) = (0, 0);
-        for round in 0..40 {
+        for round in 0..40 * verity_testkit::scale() {
             // Blocks of new values only, then blocks that also insert and
             // delete.
             let mixed = round % 2 == 1;
