@@ -64,7 +64,9 @@ pub enum Node {
     },
     /// An internal node of the same page.
     Inner {
-        /// Its index in [`Page::nodes`].
+        /// Its id in the page: `n + 1` for the node below root slot `n`
+        /// of a [`Page`] (the page root is [`Page::ROOT`]); an index of
+        /// the node array while an update expands the page.
         id: NodeId,
         /// Its hash.
         hash: Hash,
