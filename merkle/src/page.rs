@@ -423,14 +423,7 @@ impl Edit<'_> {
             page.slots.remove(b.start as usize);
             page.shift_runs_after(n, -1);
         }
-        if b.tree != NO_TREE {
-            page.trees.remove(b.tree as usize);
-            for other in page.bottoms.iter_mut() {
-                if other.tree != NO_TREE && other.tree > b.tree {
-                    other.tree -= 1;
-                }
-            }
-        }
+        page.drop_tree(n);
         page.bottoms[n] = Bottom::default();
         page.root.children[n] = lone;
         changes.retain(|(pos, _)| !(pos.depth() == 2 && usize::from(pos.nibble(0)) == n));
@@ -918,10 +911,13 @@ impl Page {
 
     /// Recomputes the binary tree of the (hashed) node below root slot `n`
     /// above its slots in `dirty`, or all of it when the page keeps no tree
-    /// for the node, and returns the node's hash.
+    /// for the node, and returns the node's hash. Afterwards the page keeps
+    /// the node's tree exactly when the node is dense (`TREE_MIN` slots or
+    /// more), as packing a page decides.
     fn rehash_bottom(&mut self, n: usize, dirty: u16) -> Hash {
         let slots = self.bottom_slot_hashes(n);
-        match self.trees.get_mut(self.bottoms[n].tree as usize) {
+        let dense = self.bottoms[n].mask.count_ones() as usize >= TREE_MIN;
+        let hash = match self.trees.get_mut(self.bottoms[n].tree as usize) {
             Some(tree) => {
                 rehash_tree(tree, |m| slots[m], dirty);
                 tree[0]
@@ -929,7 +925,31 @@ impl Page {
             None => {
                 let mut tree = [EMPTY; 15];
                 rehash_tree(&mut tree, |m| slots[m], 0xffff);
+                if dense {
+                    self.trees.push(tree);
+                    self.bottoms[n].tree = (self.trees.len() - 1) as u32;
+                }
                 tree[0]
+            }
+        };
+        if !dense {
+            self.drop_tree(n);
+        }
+        hash
+    }
+
+    /// Drops the binary tree the page keeps for the node below root slot
+    /// `n`, if any.
+    fn drop_tree(&mut self, n: usize) {
+        let t = self.bottoms[n].tree;
+        if t == NO_TREE {
+            return;
+        }
+        self.trees.remove(t as usize);
+        self.bottoms[n].tree = NO_TREE;
+        for b in self.bottoms.iter_mut() {
+            if b.tree != NO_TREE && b.tree > t {
+                b.tree -= 1;
             }
         }
     }
