@@ -234,7 +234,7 @@ impl PageDelta {
         changes: &[(SlotPos, Option<Terminal>)],
         hashes: &[(u8, Hash32)],
     ) {
-        out.reserve(3 + varint::MAX_LEN + changes.len() * 67 + 2 + hashes.len() * 32);
+        out.reserve(len_bound(changes.len(), hashes.len()));
         out.push(PAGE_FORMAT);
         put_delta(out, levels, changes, hashes);
     }
@@ -300,6 +300,14 @@ impl PageDelta {
             hashes,
         })
     }
+}
+
+/// At least the length of a base or delta record of `terminals` terminals
+/// or changes and `hashes` slot hashes: format, kind, levels, the count, a
+/// position and a terminal (at most a tag and two hashes) each, the
+/// hashes' mask and the hashes.
+fn len_bound(terminals: usize, hashes: usize) -> usize {
+    3 + varint::MAX_LEN + terminals * 67 + 2 + hashes * 32
 }
 
 /// The body of a delta record, after the format byte.
@@ -395,9 +403,7 @@ impl PageRecord {
             PageRecord::Delta(delta) => (delta.changes.len(), delta.hashes.len()),
             PageRecord::Removed => return 2,
         };
-        // Format, kind, levels, the count, a position and a terminal (at
-        // most a tag and two hashes) each, the hashes' mask and the hashes.
-        3 + varint::MAX_LEN + terminals * 67 + 2 + hashes * 32
+        len_bound(terminals, hashes)
     }
 
     /// Appends the encoding of the record to `out`.

@@ -595,15 +595,9 @@ impl Page {
     /// The hashes of the page root's slots in `mask` (bit `n` = slot `n`)
     /// that are internal nodes: what the page's records store.
     pub fn slot_hashes(&self, mask: u16) -> SlotHashes {
-        self.root
-            .children
-            .iter()
-            .enumerate()
-            .filter_map(|(n, c)| match c {
-                Node::Inner { hash, .. } if mask & (1 << n) != 0 => Some((n as u8, *hash)),
-                _ => None,
-            })
-            .collect()
+        let mut hashes = [(0, EMPTY); 16];
+        let len = self.slot_hashes_into(mask, &mut hashes);
+        hashes[..len].to_vec()
     }
 
     /// [`Page::slot_hashes`] into `out`, without allocating; returns how
@@ -895,17 +889,12 @@ impl Page {
                 *slot = hashed_leaf(&self.leaves, id);
             }
         }
-        let mut tree = [EMPTY; 15];
-        let slots = self.bottom_slot_hashes(n);
-        rehash_tree(&mut tree, |m| slots[m], 0xffff);
-        if tree[0] != self.root.children[n].hash() {
+        // An unhashed node keeps no tree: this computes all of it (and
+        // keeps it if the node is dense).
+        if self.rehash_bottom(n, 0xffff) != self.root.children[n].hash() {
             return Err(STORED_HASH_MISMATCH);
         }
         self.bottoms[n].hashed = true;
-        if b.mask.count_ones() as usize >= TREE_MIN {
-            self.trees.push(tree);
-            self.bottoms[n].tree = (self.trees.len() - 1) as u32;
-        }
         Ok(())
     }
 

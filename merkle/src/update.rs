@@ -399,68 +399,14 @@ fn update_read_page(
         });
     }
     let depth = path.len();
-    // Most pages of a block only see values of their keys, or hashes of
-    // their child pages, change: their copy keeps its layout, and its
-    // changes are known without a diff.
+    // Most pages of a block keep their nodes where they are: their copy
+    // keeps its layout, and its changes are known without a diff.
     let mut done = None;
     if let Some(o) = old.filter(|_| in_place_enabled()) {
-        if let Some(children) = o.page.plan_in_place(depth, ups) {
-            let jobs = children
-                .iter()
-                .map(|c| {
-                    let sub = &ups[c.range.clone()];
-                    Job::Update(PagePath::from_key(&sub[0].0, depth + PAGE_LEVELS), sub)
-                })
-                .collect();
-            let ran = run_jobs(ctx, jobs, ups.len(), out)?;
-            // A child page that collapsed changes this page's shape.
-            let hashes: Option<Vec<_>> = children
-                .into_iter()
-                .zip(&ran)
-                .map(|(c, up)| match up {
-                    Up::Page(hash) => Some((c, *hash)),
-                    Up::Empty | Up::Leaf(..) => None,
-                })
-                .collect();
-            if let Some(hashes) = hashes {
-                let written = CHANGES.with(|changes| {
-                    let changes = &mut changes.borrow_mut();
-                    let in_place = o
-                        .page
-                        .in_place(depth, ups, &hashes, changes)
-                        .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
-                    Ok::<_, MerkleError>(in_place.map(
-                        |InPlace {
-                             page,
-                             added,
-                             removed,
-                         }| {
-                            let hash = page.hash();
-                            if !changes.is_empty() {
-                                write_page(
-                                    ctx,
-                                    path,
-                                    Some((o, changes, removed, added)),
-                                    page,
-                                    out,
-                                );
-                            }
-                            hash
-                        },
-                    ))
-                })?;
-                if let Some(hash) = written {
-                    #[cfg(test)]
-                    IN_PLACE.with(|r| r.set(r.get() + 1));
-                    return Ok(Up::Page(hash));
-                }
-            }
-            // A child page collapsed, or this page does: the general update
-            // below takes the child pages' results (it plans the same child
-            // pages in the same order).
-            #[cfg(test)]
-            FELL_BACK.with(|r| r.set(r.get() + 1));
-            done = Some(ran);
+        match update_in_place(ctx, path, o, ups, out)? {
+            InPlaceOutcome::Done(up) => return Ok(up),
+            InPlaceOutcome::FallBack(ran) => done = Some(ran),
+            InPlaceOutcome::NotPlanned => {}
         }
     }
     // The nodes below the root slots the updates fall into are expanded
@@ -500,6 +446,82 @@ fn update_read_page(
     let page = page.pack(old.map(|o| &*o.page));
     emit(ctx, path, old, Some(page), out);
     Ok(Up::Page(hash))
+}
+
+/// What [`update_in_place`] did.
+enum InPlaceOutcome {
+    /// The page was written; what its parent slot now holds.
+    Done(Up),
+    /// A child page collapsed, or the page itself does: the general update
+    /// takes over with these results of the child pages (it plans the same
+    /// child pages in the same order).
+    FallBack(Vec<Up>),
+    /// An update needs a new node or page: the general update does it all.
+    NotPlanned,
+}
+
+/// Updates the page `old` at `path` in place when its nodes all stay where
+/// they are (see [`Page::plan_in_place`]): its child pages first, then a
+/// copy of the page with the changed slots rewritten.
+fn update_in_place(
+    ctx: &Ctx<'_>,
+    path: PagePath,
+    old: &VersionedPage,
+    ups: &[Update],
+    out: &mut Out,
+) -> Result<InPlaceOutcome, MerkleError> {
+    let depth = path.len();
+    let Some(children) = old.page.plan_in_place(depth, ups) else {
+        return Ok(InPlaceOutcome::NotPlanned);
+    };
+    let jobs = children
+        .iter()
+        .map(|c| {
+            let sub = &ups[c.range.clone()];
+            Job::Update(PagePath::from_key(&sub[0].0, depth + PAGE_LEVELS), sub)
+        })
+        .collect();
+    let ran = run_jobs(ctx, jobs, ups.len(), out)?;
+    let hashes: Option<Vec<_>> = children
+        .into_iter()
+        .zip(&ran)
+        .map(|(c, up)| match up {
+            Up::Page(hash) => Some((c, *hash)),
+            Up::Empty | Up::Leaf(..) => None,
+        })
+        .collect();
+    let Some(hashes) = hashes else {
+        return Ok(fall_back(ran));
+    };
+    CHANGES.with(|changes| {
+        let changes = &mut changes.borrow_mut();
+        let in_place = old
+            .page
+            .in_place(depth, ups, &hashes, changes)
+            .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
+        let Some(InPlace {
+            page,
+            added,
+            removed,
+        }) = in_place
+        else {
+            return Ok(fall_back(ran));
+        };
+        #[cfg(test)]
+        IN_PLACE.with(|r| r.set(r.get() + 1));
+        let hash = page.hash();
+        if !changes.is_empty() {
+            write_page(ctx, path, Some((old, changes, removed, added)), page, out);
+        }
+        Ok(InPlaceOutcome::Done(Up::Page(hash)))
+    })
+}
+
+/// [`InPlaceOutcome::FallBack`] with the child pages' results `ran`.
+fn fall_back(ran: Vec<Up>) -> InPlaceOutcome {
+    #[cfg(test)]
+    FELL_BACK.with(|r| r.set(r.get() + 1));
+    InPlaceOutcome::FallBack(ran)
 }
 
 /// Writes the new page at `path` holding `leaves` (sorted, at least two).
@@ -968,7 +990,7 @@ thread_local! {
     /// Pages this thread updated in place.
     static IN_PLACE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Pages this thread planned in place and then updated by the general
-    /// update, because a child page collapsed.
+    /// update, because a child page collapsed or the page itself goes.
     static FELL_BACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
@@ -999,7 +1021,7 @@ mod tests {
         }
     }
 
-    /// The output of `apply` with the value-only path on or off.
+    /// The output of `apply` with the update in place on or off.
     fn run(
         source: &dyn PageSource,
         policy: DeltaPolicy,
@@ -1085,9 +1107,12 @@ mod tests {
             let general = run(&store, policy, version, ups, false);
             assert_same(&fast, &general, version);
             // Pages rebuilt from their records know nothing of the layout
-            // the updates in place left in the pages the store keeps.
-            let from_records = run(&FromRecords(&store), policy, version, ups, false);
-            assert_same(&from_records, &general, version);
+            // the updates in place left in the pages the store keeps; in
+            // place over them, their nodes are hashed and checked first.
+            for in_place in [false, true] {
+                let from_records = run(&FromRecords(&store), policy, version, ups, in_place);
+                assert_same(&from_records, &general, version);
+            }
             store.apply(&fast).expect("apply");
         }
     }
