@@ -236,6 +236,13 @@ struct Bottom {
     tree: u32,
 }
 
+/// What [`Page::warm_slot`] read of a page.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WarmSlot {
+    node: Node,
+    bottom: Bottom,
+}
+
 /// [`Bottom::tree`] of a node whose binary tree is not kept.
 const NO_TREE: u32 = u32::MAX;
 
@@ -328,6 +335,15 @@ pub(crate) struct ChildUpdate {
     pub(crate) m: u8,
     /// The updates below the child page, as a range of the page's updates.
     pub(crate) range: std::ops::Range<usize>,
+}
+
+/// An update in place planned by [`Page::plan_in_place`].
+#[derive(Debug)]
+pub(crate) struct InPlacePlan {
+    /// The child pages to update first, in key order.
+    pub(crate) children: Vec<ChildUpdate>,
+    /// At most how many leaves the update adds to the page.
+    pub(crate) added: usize,
 }
 
 /// A page updated in place (see [`Page::in_place`]).
@@ -621,6 +637,41 @@ impl Page {
         &self.leaves[id as usize]
     }
 
+    /// The page root's slot on `key_hash`'s path (the page root at nibble
+    /// `depth`), and where the node below it keeps its slots: the first of
+    /// the two reads of [`Page::warm_leaf`].
+    pub(crate) fn warm_slot(&self, depth: usize, key_hash: &KeyHash) -> WarmSlot {
+        let n = usize::from(nibble(key_hash, depth));
+        WarmSlot {
+            node: self.root.children[n],
+            bottom: self.bottoms[n],
+        }
+    }
+
+    /// Reads the leaf that an update of `key_hash` reaches first, given
+    /// what [`Page::warm_slot`] read, and returns a byte of it (to be
+    /// passed to [`std::hint::black_box`]). The two only bring the lines
+    /// an update reads first into the cache: called for many pages, a
+    /// stage at a time, their cache misses overlap, where an update of
+    /// one page after another waits on each in turn.
+    pub(crate) fn warm_leaf(&self, depth: usize, key_hash: &KeyHash, slot: WarmSlot) -> u8 {
+        let id = match slot.node {
+            Node::Leaf { id, .. } => Some(id),
+            Node::Inner { .. } => {
+                let m = usize::from(nibble(key_hash, depth + 1));
+                let b = slot.bottom;
+                let i = b.start + (b.mask & ((1u16 << m) - 1)).count_ones();
+                match self.slots.get(i as usize) {
+                    Some(Node::Leaf { id, .. }) => Some(*id),
+                    _ => None,
+                }
+            }
+            Node::Empty | Node::Page(_) => None,
+        };
+        id.and_then(|id| self.leaves.get(id as usize))
+            .map_or(0, |l| l.key_hash[0])
+    }
+
     /// Number of terminals (what a base record of the page holds).
     #[inline]
     pub fn terminal_count(&self) -> usize {
@@ -685,8 +736,9 @@ impl Page {
     /// page root at nibble `depth`: each slot the updates reach must end up
     /// holding at most one leaf, or be a child page's reference. Returns,
     /// in key order, the child pages to update first (their slots and
-    /// their ranges of `ups`), or `None` when a slot would need a new node
-    /// or page below it: the general update handles those.
+    /// their ranges of `ups`) and how many leaves the update can add, or
+    /// `None` when a slot would need a new node or page below it: the
+    /// general update handles those.
     ///
     /// This is the common case of a block: most writes change the value of
     /// a key that exists or insert or delete a key in a slot of its own,
@@ -696,8 +748,11 @@ impl Page {
         &self,
         depth: usize,
         ups: &[(KeyHash, Option<ValueHash>)],
-    ) -> Option<Vec<ChildUpdate>> {
-        let mut children = Vec::new();
+    ) -> Option<InPlacePlan> {
+        let mut plan = InPlacePlan {
+            children: Vec::new(),
+            added: 0,
+        };
         let mut i = 0;
         while i < ups.len() {
             let (n, m, node) = self.slot_of(depth, &ups[i].0);
@@ -705,7 +760,7 @@ impl Page {
             let run = &ups[i..end];
             let existing = match node {
                 Node::Page(_) => {
-                    children.push(ChildUpdate {
+                    plan.children.push(ChildUpdate {
                         n: n as u8,
                         m: m? as u8,
                         range: i..end,
@@ -727,14 +782,15 @@ impl Page {
             if usize::from(kept) + added > 1 {
                 return None;
             }
+            plan.added += added;
             i = end;
         }
-        Some(children)
+        Some(plan)
     }
 
     /// The page after the update planned by [`Page::plan_in_place`], given
     /// the new hash of each child page it planned (in its order; every one
-    /// still a page), or `None` when the page's root is left with a lone
+    /// still a page) and the number of leaves it can add, or `None` when the page's root is left with a lone
     /// leaf or nothing (the page goes: the general update handles that).
     ///
     /// The result is a copy with the changed slots, and the binary nodes
@@ -751,12 +807,17 @@ impl Page {
         &self,
         depth: usize,
         ups: &[(KeyHash, Option<ValueHash>)],
-        children: &[(ChildUpdate, Hash)],
+        plan: (&[(ChildUpdate, Hash)], usize),
         changes: &mut Vec<(SlotPos, Option<Terminal>)>,
     ) -> Result<Option<InPlace>, &'static str> {
-        // The copy is made where it stays: moving a page (1.5 KB) costs a
-        // copy each time.
-        let mut copy = Arc::new(self.clone());
+        let (children, added) = plan;
+        // The copy is made where it stays (moving a page, 1.5 KB, costs a
+        // copy each time), with room for the leaves and slots the update
+        // adds, so it does not grow (reallocate and copy) its arrays.
+        let mut copy = Arc::new(match added {
+            0 => self.clone(),
+            room => self.copy_with_room(room),
+        });
         let mut edit = Edit {
             page: Arc::make_mut(&mut copy),
             root_dirty: 0,
@@ -858,6 +919,24 @@ impl Page {
             added,
             removed,
         }))
+    }
+
+    /// A copy of the page with room for `room` more slots and leaves.
+    fn copy_with_room(&self, room: usize) -> Page {
+        fn with_room<T: Copy>(v: &[T], room: usize) -> Vec<T> {
+            let mut copy = Vec::with_capacity(v.len() + room);
+            copy.extend_from_slice(v);
+            copy
+        }
+        Page {
+            root: self.root,
+            bottoms: self.bottoms,
+            slots: with_room(&self.slots, room),
+            trees: self.trees.clone(),
+            leaves: with_room(&self.leaves, room),
+            dead_leaves: self.dead_leaves,
+            terminals: self.terminals,
+        }
     }
 
     /// Moves the packed runs of the nodes below root slots after `n` by

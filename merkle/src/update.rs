@@ -25,7 +25,8 @@ use verity_codec::varint;
 use crate::error::MerkleError;
 use crate::hash::{nibble, Hash, KeyHash, ValueHash, EMPTY};
 use crate::page::{
-    ChainInfo, Dense, InPlace, Leaf, LeafId, Node, NodeId, Page, VersionedPage, PAGE_LEVELS,
+    ChainInfo, Dense, InPlace, InPlacePlan, Leaf, LeafId, Node, NodeId, Page, VersionedPage,
+    PAGE_LEVELS,
 };
 use crate::path::PagePath;
 use crate::source::{PageSource, PageView};
@@ -471,7 +472,7 @@ fn update_in_place(
     out: &mut Out,
 ) -> Result<InPlaceOutcome, MerkleError> {
     let depth = path.len();
-    let Some(children) = old.page.plan_in_place(depth, ups) else {
+    let Some(InPlacePlan { children, added }) = old.page.plan_in_place(depth, ups) else {
         return Ok(InPlaceOutcome::NotPlanned);
     };
     let jobs = children
@@ -497,7 +498,7 @@ fn update_in_place(
         let changes = &mut changes.borrow_mut();
         let in_place = old
             .page
-            .in_place(depth, ups, &hashes, changes)
+            .in_place(depth, ups, (&hashes, added), changes)
             .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
         let Some(InPlace {
             page,
@@ -567,10 +568,12 @@ fn run_jobs(
         let Some(view) = ctx.view.filter(|_| jobs.len() >= 2) else {
             return jobs.iter().map(|job| run(job, out)).collect();
         };
-        // Pages in memory: look all of them up, then update them. The
-        // lookups do not wait on one another, so their cache misses
-        // overlap (1.1x the blocks of 1M keys, against reading each page
-        // where its update starts).
+        // Pages in memory: look all of them up, then read the lines each
+        // update reads first, a stage at a time (the page root's slot,
+        // then the leaf below it), then update them. Within a stage the
+        // reads do not wait on one another, so their cache misses overlap
+        // (against reading each page where its update starts: 1.1x the
+        // blocks of 1M keys for the lookups, 1.06x more for the stages).
         let mut read = Vec::with_capacity(jobs.len());
         for job in &jobs {
             read.push(match job {
@@ -578,6 +581,25 @@ fn run_jobs(
                 Job::Build(..) => None,
             });
         }
+        let first_key = |job: &Job<'_>| match job {
+            Job::Update(path, ups) => ups.first().map(|u| (path.len(), u.0)),
+            Job::Build(..) => None,
+        };
+        let slots: Vec<_> = jobs
+            .iter()
+            .zip(&read)
+            .map(|(job, page)| {
+                let (depth, key) = first_key(job)?;
+                Some(page.as_ref()?.page.warm_slot(depth, &key))
+            })
+            .collect();
+        let mut warm = 0u8;
+        for ((job, page), slot) in jobs.iter().zip(&read).zip(slots) {
+            if let (Some((depth, key)), Some(page), Some(slot)) = (first_key(job), page, slot) {
+                warm ^= page.page.warm_leaf(depth, &key, slot);
+            }
+        }
+        std::hint::black_box(warm);
         let mut done = Vec::with_capacity(jobs.len());
         for (job, page) in jobs.iter().zip(&read) {
             done.push(match job {
