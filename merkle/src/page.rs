@@ -790,8 +790,9 @@ impl Page {
 
     /// The page after the update planned by [`Page::plan_in_place`], given
     /// the new hash of each child page it planned (in its order; every one
-    /// still a page) and the number of leaves it can add, or `None` when the page's root is left with a lone
-    /// leaf or nothing (the page goes: the general update handles that).
+    /// still a page) and the number of leaves it adds, or `None` when the
+    /// page's root is left with a lone leaf or nothing (the page goes: the
+    /// general update handles that).
     ///
     /// The result is a copy with the changed slots, and the binary nodes
     /// above them, rewritten in place: a node below the root that is left
@@ -807,10 +808,10 @@ impl Page {
         &self,
         depth: usize,
         ups: &[(KeyHash, Option<ValueHash>)],
-        plan: (&[(ChildUpdate, Hash)], usize),
+        children: &[(ChildUpdate, Hash)],
+        added: usize,
         changes: &mut Vec<(SlotPos, Option<Terminal>)>,
     ) -> Result<Option<InPlace>, &'static str> {
-        let (children, added) = plan;
         // The copy is made where it stays (moving a page, 1.5 KB, costs a
         // copy each time), with room for the leaves and slots the update
         // adds, so it does not grow (reallocate and copy) its arrays.

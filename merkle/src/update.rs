@@ -498,7 +498,7 @@ fn update_in_place(
         let changes = &mut changes.borrow_mut();
         let in_place = old
             .page
-            .in_place(depth, ups, (&hashes, added), changes)
+            .in_place(depth, ups, &hashes, added, changes)
             .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
         let Some(InPlace {
             page,
@@ -573,7 +573,7 @@ fn run_jobs(
         // then the leaf below it), then update them. Within a stage the
         // reads do not wait on one another, so their cache misses overlap
         // (against reading each page where its update starts: 1.1x the
-        // blocks of 1M keys for the lookups, 1.06x more for the stages).
+        // blocks of 1M keys for the lookups, 1.05x more for the stages).
         let mut read = Vec::with_capacity(jobs.len());
         for job in &jobs {
             read.push(match job {
