@@ -236,6 +236,15 @@ struct Bottom {
     tree: u32,
 }
 
+impl Bottom {
+    /// Index in [`Page::slots`] of slot `m` of the node, where it is
+    /// stored if it is occupied, or would be inserted if not.
+    #[inline]
+    fn index(&self, m: usize) -> usize {
+        (self.start + (self.mask & ((1u16 << m) - 1)).count_ones()) as usize
+    }
+}
+
 /// What [`Page::warm_slot`] read of a page.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WarmSlot {
@@ -388,7 +397,7 @@ impl Edit<'_> {
                     page.hash_bottom(n)?;
                 }
                 let b = page.bottoms[n];
-                let i = (b.start + (b.mask & ((1u16 << m) - 1)).count_ones()) as usize;
+                let i = b.index(m);
                 match (b.mask & (1 << m) != 0, node.is_empty()) {
                     (true, false) => page.slots[i] = node,
                     (true, true) => {
@@ -527,8 +536,7 @@ impl Page {
         if b.mask & (1 << n) == 0 {
             return Node::Empty;
         }
-        let below = (b.mask & ((1u16 << n) - 1)).count_ones();
-        self.slots[(b.start + below) as usize]
+        self.slots[b.index(n)]
     }
 
     /// The occupied slots of internal node `id`, in nibble order.
@@ -659,9 +667,7 @@ impl Page {
             Node::Leaf { id, .. } => Some(id),
             Node::Inner { .. } => {
                 let m = usize::from(nibble(key_hash, depth + 1));
-                let b = slot.bottom;
-                let i = b.start + (b.mask & ((1u16 << m) - 1)).count_ones();
-                match self.slots.get(i as usize) {
+                match self.slots.get(slot.bottom.index(m)) {
                     Some(Node::Leaf { id, .. }) => Some(*id),
                     _ => None,
                 }
