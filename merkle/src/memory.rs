@@ -44,7 +44,86 @@ impl Entry {
 /// records are filed on every core at once.
 const SHARDS: usize = 64;
 
-type Shard = HashMap<PagePath, Entry>;
+/// Pages this close to the root (the root page, and the pages at depths 2
+/// and 4) are found by index, not hashed: at 1M keys that is every page.
+const DENSE_DEPTH: usize = 4;
+
+/// The index of a page at most [`DENSE_DEPTH`] nibbles deep among all such
+/// pages, or `None` for a deeper one: the root is 0, the pages at depth 2
+/// follow in path order, then those at depth 4.
+fn dense_index(path: &PagePath) -> Option<usize> {
+    let b = path.as_padded();
+    match path.len() {
+        0 => Some(0),
+        2 => Some(1 + usize::from(b[0])),
+        4 => Some(257 + (usize::from(b[0]) << 8 | usize::from(b[1]))),
+        _ => None,
+    }
+}
+
+const _: () = assert!(DENSE_DEPTH == 2 * crate::page::PAGE_LEVELS);
+
+/// One shard of the store: the pages near the root that fall into it by
+/// index, the deeper ones by hash.
+///
+/// A page read by an update is found in one cache miss by index where a
+/// hash map takes two that depend on each other (its control bytes, then
+/// the entry).
+#[derive(Default)]
+struct Shard {
+    /// Slot `i` holds the page of dense index `i * SHARDS + shard`, if any.
+    dense: Vec<Option<(PagePath, Entry)>>,
+    /// The pages deeper than [`DENSE_DEPTH`].
+    deep: HashMap<PagePath, Entry>,
+}
+
+impl Shard {
+    fn get(&self, path: &PagePath) -> Option<&Entry> {
+        match dense_index(path) {
+            Some(i) => self.dense.get(i / SHARDS)?.as_ref().map(|(_, e)| e),
+            None => self.deep.get(path),
+        }
+    }
+
+    /// The entry of `path`, made empty if there is none.
+    fn entry(&mut self, path: PagePath) -> &mut Entry {
+        match dense_index(&path) {
+            Some(i) => {
+                let i = i / SHARDS;
+                if self.dense.len() <= i {
+                    self.dense.resize_with(i + 1, || None);
+                }
+                &mut self.dense[i]
+                    .get_or_insert_with(|| (path, Entry::default()))
+                    .1
+            }
+            None => self.deep.entry(path).or_default(),
+        }
+    }
+
+    fn remove(&mut self, path: &PagePath) {
+        match dense_index(path) {
+            Some(i) => {
+                if let Some(slot) = self.dense.get_mut(i / SHARDS) {
+                    *slot = None;
+                }
+            }
+            None => {
+                self.deep.remove(path);
+            }
+        }
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&PagePath, &mut Entry)> {
+        let dense = self.dense.iter_mut().flatten().map(|(p, e)| (&*p, e));
+        dense.chain(self.deep.iter_mut())
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        let dense = self.dense.iter().flatten().map(|(_, e)| e);
+        dense.chain(self.deep.values())
+    }
+}
 
 #[derive(Default, Clone, Copy)]
 struct Meta {
@@ -90,7 +169,10 @@ pub struct MemStats {
 }
 
 fn shard_of(path: &PagePath) -> usize {
-    (FxBuildHasher.hash_one(path) >> 58) as usize % SHARDS
+    match dense_index(path) {
+        Some(i) => i % SHARDS,
+        None => (FxBuildHasher.hash_one(path) >> 58) as usize % SHARDS,
+    }
 }
 
 impl MemPageStore {
@@ -144,7 +226,7 @@ impl MemPageStore {
         by_shard.par_iter().enumerate().for_each(|(i, writes)| {
             let mut shard = self.shards[i].write();
             for w in writes {
-                let entry = shard.entry(w.path).or_default();
+                let entry = shard.entry(w.path);
                 entry.records.push((version, w.record.clone()));
                 entry.latest = w.page.as_ref().map(|page| VersionedPage {
                     version,
@@ -428,5 +510,104 @@ impl PageSource for MemPageStore {
             shards,
             version,
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::key_hash;
+    use crate::{Trie, Update};
+
+    #[test]
+    fn pages_near_the_root_have_distinct_dense_slots() {
+        let mut seen = vec![false; 1 + 256 + 65536];
+        let mut paths = vec![PagePath::ROOT];
+        for a in 0..=255u8 {
+            paths.push(PagePath::from_key(&[a; 32], 2));
+            for b in 0..=255u8 {
+                let mut key = [0; 32];
+                (key[0], key[1]) = (a, b);
+                paths.push(PagePath::from_key(&key, 4));
+            }
+        }
+        for path in &paths {
+            let i = dense_index(path).expect("a page at most four nibbles deep");
+            assert!(
+                !std::mem::replace(&mut seen[i], true),
+                "{path:?} shares {i}"
+            );
+        }
+        assert!(seen.iter().all(|s| *s));
+        for len in [1, 3, 5, 6, 64] {
+            assert_eq!(dense_index(&PagePath::from_key(&[7; 32], len)), None);
+        }
+    }
+
+    /// Keys spread over the trie, and keys sharing three bytes, so that
+    /// the store holds pages by index and deeper pages by hash.
+    fn keys() -> Vec<[u8; 32]> {
+        let mut keys: Vec<_> = (0u32..3000).map(|i| key_hash(&i.to_le_bytes())).collect();
+        for i in 0u8..40 {
+            let mut k = key_hash(&[i]);
+            k[..3].copy_from_slice(&[0xab, 0xcd, 0xef]);
+            keys.push(k);
+        }
+        keys.sort_unstable();
+        keys
+    }
+
+    fn write(trie: &Trie<MemPageStore>, version: u64, ups: &[Update]) {
+        let out = trie.update(version - 1, version, ups).expect("update");
+        trie.source().apply(&out).expect("apply");
+    }
+
+    #[test]
+    fn pruning_past_removed_pages_keeps_what_a_fresh_store_holds() {
+        let keys = keys();
+        let trie = Trie::new(MemPageStore::new());
+        let all: Vec<Update> = keys.iter().map(|k| (*k, Some([1; 32]))).collect();
+        write(&trie, 1, &all);
+        let deep = [0xab, 0xcd, 0xef];
+        let deep = PagePath::from_key(keys.iter().find(|k| k[..3] == deep).expect("key"), 6);
+        assert!(trie.source().page(&deep, 1).expect("read").is_some());
+        // Every other key goes, and every key of the deep pages.
+        let gone: Vec<Update> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, k)| i % 2 == 0 || k[..3] == [0xab, 0xcd, 0xef])
+            .map(|(_, k)| (*k, None))
+            .collect();
+        write(&trie, 2, &gone);
+        assert!(trie.source().page(&deep, 2).expect("read").is_none());
+        assert!(trie.source().page(&deep, 1).expect("read").is_some());
+        trie.source().prune(2).expect("prune");
+
+        let kept: Vec<Update> = all
+            .iter()
+            .filter(|u| !gone.iter().any(|g| g.0 == u.0))
+            .copied()
+            .collect();
+        let fresh = Trie::new(MemPageStore::new());
+        write(&fresh, 1, &kept);
+        let (pruned, fresh) = (trie.source().stats(), fresh.source().stats());
+        assert_eq!(pruned.live_pages, fresh.live_pages);
+        assert_eq!(pruned.records, fresh.live_pages, "one base per live page");
+        let entries = |s: &MemPageStore| -> usize {
+            s.shards.iter().map(|sh| sh.read().values().count()).sum()
+        };
+        assert_eq!(
+            entries(trie.source()),
+            fresh.live_pages,
+            "no entry left empty"
+        );
+        assert_eq!(trie.source().record(&deep, 1), None);
+        assert_eq!(
+            trie.source()
+                .page_from_records(&deep, 2)
+                .expect("read")
+                .map(|p| p.version),
+            None
+        );
     }
 }
