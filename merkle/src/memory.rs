@@ -78,6 +78,7 @@ struct Shard {
 }
 
 impl Shard {
+    /// The entry of `path`, if the shard holds one.
     fn get(&self, path: &PagePath) -> Option<&Entry> {
         match dense_index(path) {
             Some(i) => self.dense.get(i / SHARDS)?.as_ref().map(|(_, e)| e),
@@ -101,6 +102,7 @@ impl Shard {
         }
     }
 
+    /// Forgets the entry of `path`.
     fn remove(&mut self, path: &PagePath) {
         match dense_index(path) {
             Some(i) => {
@@ -114,11 +116,13 @@ impl Shard {
         }
     }
 
+    /// Every entry with its path.
     fn iter_mut(&mut self) -> impl Iterator<Item = (&PagePath, &mut Entry)> {
         let dense = self.dense.iter_mut().flatten().map(|(p, e)| (&*p, e));
         dense.chain(self.deep.iter_mut())
     }
 
+    /// Every entry.
     fn values(&self) -> impl Iterator<Item = &Entry> {
         let dense = self.dense.iter().flatten().map(|(_, e)| e);
         dense.chain(self.deep.values())
