@@ -67,10 +67,12 @@ fn keyed64(key: &Hash, a: &Hash, b: &Hash) -> Hash {
     COMPRESSIONS.with(|c| c.set(c.get() + 1));
     // The two halves go in as they are. Copied into one 64-byte block
     // first, the block's two 32-byte stores are read back at once by a
-    // wider load, which store forwarding cannot serve: the load waits for
-    // the stores to reach the cache (one compression took 79.5 ns that
-    // way and takes 56.0 ns this way in `cargo bench --bench merkle --
-    // hash`, on the machine of BENCHMARKS.md).
+    // wider load where the CPU has 64-byte vectors, which store forwarding
+    // cannot serve: the load waits for the stores to reach the cache (one
+    // compression took 79.5 ns that way and takes 56.0 ns this way in
+    // `cargo bench --bench merkle -- hash` on an AVX-512 Xeon). On a CPU
+    // without them the block is a little faster (about 105 against 120 ns
+    // on an AMD EPYC); BENCHMARKS.md has both.
     let mut hasher = blake3::Hasher::new_keyed(key);
     hasher.update(a);
     hasher.update(b);

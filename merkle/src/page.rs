@@ -821,10 +821,7 @@ impl Page {
         // The copy is made where it stays (moving a page, 1.5 KB, costs a
         // copy each time), with room for the leaves and slots the update
         // adds, so it does not grow (reallocate and copy) its arrays.
-        let mut copy = Arc::new(match added {
-            0 => self.clone(),
-            room => self.copy_with_room(room),
-        });
+        let mut copy = Arc::new(self.copy_with_room(added));
         let mut edit = Edit {
             page: Arc::make_mut(&mut copy),
             root_dirty: 0,
