@@ -62,27 +62,58 @@ pub fn thread_compressions() -> u64 {
     COMPRESSIONS.with(|c| c.get())
 }
 
+/// The BLAKE3 flags of a keyed hash whose whole input is one 64-byte
+/// block: `CHUNK_START | CHUNK_END | ROOT | KEYED_HASH`.
+const ONE_BLOCK_KEYED: u8 = 1 | 2 | 8 | 16;
+
+/// A BLAKE3 key as the compression function's eight little-endian words.
+const fn key_words(key: &Hash) -> [u32; 8] {
+    let mut words = [0u32; 8];
+    let mut i = 0;
+    while i < 8 {
+        words[i] = u32::from_le_bytes([key[4 * i], key[4 * i + 1], key[4 * i + 2], key[4 * i + 3]]);
+        i += 1;
+    }
+    words
+}
+
+const LEAF_WORDS: [u32; 8] = key_words(&LEAF_KEY);
+const INTERNAL_WORDS: [u32; 8] = key_words(&INTERNAL_KEY);
+
+/// The fastest BLAKE3 compression this CPU runs (detected once).
+static PLATFORM: std::sync::LazyLock<blake3::platform::Platform> =
+    std::sync::LazyLock::new(blake3::platform::Platform::detect);
+
+/// `blake3_keyed(key, a || b)`: one compression.
+///
+/// A 64-byte input is one block, so its keyed hash is the compression of
+/// that block with the key as chaining value, counter 0 and the flags of a
+/// lone, final, root chunk (`ONE_BLOCK_KEYED`). The compression is called
+/// directly: through `blake3::Hasher` the same hash took about 1.75x as
+/// long (its chunk state, buffer and finalization around the one
+/// compression; BENCHMARKS.md). `blake3::platform` is the crate's own
+/// dispatch to its SIMD compressions, public but outside its documented
+/// API, so the workspace pins the crate's exact version, and the tests
+/// check this function against `blake3::keyed_hash`.
 #[inline]
-fn keyed64(key: &Hash, a: &Hash, b: &Hash) -> Hash {
+fn keyed64(key: &[u32; 8], a: &Hash, b: &Hash) -> Hash {
     COMPRESSIONS.with(|c| c.set(c.get() + 1));
-    // The two halves go in as they are. Copied into one 64-byte block
-    // first, the block's two 32-byte stores are read back at once by a
-    // wider load where the CPU has 64-byte vectors, which store forwarding
-    // cannot serve: the load waits for the stores to reach the cache (one
-    // compression took 79.5 ns that way and takes 56.0 ns this way in
-    // `cargo bench --bench merkle -- hash` on an AVX-512 Xeon). On a CPU
-    // without them the block is a little faster (about 105 against 120 ns
-    // on an AMD EPYC); BENCHMARKS.md has both.
-    let mut hasher = blake3::Hasher::new_keyed(key);
-    hasher.update(a);
-    hasher.update(b);
-    *hasher.finalize().as_bytes()
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(a);
+    block[32..].copy_from_slice(b);
+    let mut cv = *key;
+    PLATFORM.compress_in_place(&mut cv, &block, 64, 0, ONE_BLOCK_KEYED);
+    let mut out = [0u8; 32];
+    for (o, w) in out.chunks_exact_mut(4).zip(cv) {
+        o.copy_from_slice(&w.to_le_bytes());
+    }
+    out
 }
 
 /// The hash of a leaf.
 #[inline]
 pub fn leaf_hash(key_hash: &KeyHash, value_hash: &ValueHash) -> Hash {
-    keyed64(&LEAF_KEY, key_hash, value_hash)
+    keyed64(&LEAF_WORDS, key_hash, value_hash)
 }
 
 /// The hash of an internal binary node over its two children.
@@ -91,7 +122,7 @@ pub fn internal_hash(left: &Hash, right: &Hash) -> Hash {
     if *left == EMPTY && *right == EMPTY {
         EMPTY
     } else {
-        keyed64(&INTERNAL_KEY, left, right)
+        keyed64(&INTERNAL_WORDS, left, right)
     }
 }
 
@@ -138,6 +169,26 @@ mod tests {
             leaf_hash(&[1; 32], &[2; 32]),
             internal_hash(&[1; 32], &[2; 32])
         );
+    }
+
+    #[test]
+    fn leaf_and_internal_hashes_are_blake3_keyed_hashes() {
+        let seed = verity_testkit::seed("leaf_and_internal_hashes");
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+        for _ in 0..1000 {
+            let (a, b): (Hash, Hash) = (rand::Rng::gen(&mut rng), rand::Rng::gen(&mut rng));
+            let mut block = [0u8; 64];
+            block[..32].copy_from_slice(&a);
+            block[32..].copy_from_slice(&b);
+            assert_eq!(
+                leaf_hash(&a, &b),
+                *blake3::keyed_hash(&LEAF_KEY, &block).as_bytes()
+            );
+            assert_eq!(
+                internal_hash(&a, &b),
+                *blake3::keyed_hash(&INTERNAL_KEY, &block).as_bytes()
+            );
+        }
     }
 
     #[test]
