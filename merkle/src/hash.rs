@@ -94,7 +94,11 @@ static PLATFORM: std::sync::LazyLock<blake3::platform::Platform> =
 /// compression; BENCHMARKS.md). `blake3::platform` is the crate's own
 /// dispatch to its SIMD compressions, public but outside its documented
 /// API, so the workspace pins the crate's exact version, and the tests
-/// check this function against `blake3::keyed_hash`.
+/// check this function against `blake3::keyed_hash`. The compression
+/// reads the block in 16-byte loads, which the stores of its two halves
+/// forward to; `blake3::keyed_hash` of such a block stalled on an AVX-512
+/// Xeon, where its wide copy of the block waited for those stores to
+/// reach the cache (BENCHMARKS.md).
 #[inline]
 fn keyed64(key: &[u32; 8], a: &Hash, b: &Hash) -> Hash {
     COMPRESSIONS.with(|c| c.set(c.get() + 1));
