@@ -97,8 +97,8 @@ static PLATFORM: std::sync::LazyLock<blake3::platform::Platform> =
 /// check this function against `blake3::keyed_hash`. The compression
 /// reads the block in 16-byte loads, which the stores of its two halves
 /// forward to; `blake3::keyed_hash` of such a block stalled on an AVX-512
-/// Xeon, where its wide copy of the block waited for those stores to
-/// reach the cache (BENCHMARKS.md).
+/// Xeon, where a wider load of the block waited for those stores to reach
+/// the cache (BENCHMARKS.md).
 #[inline]
 fn keyed64(key: &[u32; 8], a: &Hash, b: &Hash) -> Hash {
     COMPRESSIONS.with(|c| c.set(c.get() + 1));
@@ -107,11 +107,7 @@ fn keyed64(key: &[u32; 8], a: &Hash, b: &Hash) -> Hash {
     block[32..].copy_from_slice(b);
     let mut cv = *key;
     PLATFORM.compress_in_place(&mut cv, &block, 64, 0, ONE_BLOCK_KEYED);
-    let mut out = [0u8; 32];
-    for (o, w) in out.chunks_exact_mut(4).zip(cv) {
-        o.copy_from_slice(&w.to_le_bytes());
-    }
-    out
+    blake3::platform::le_bytes_from_words_32(&cv)
 }
 
 /// The hash of a leaf.
