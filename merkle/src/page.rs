@@ -42,6 +42,114 @@ pub struct Leaf {
     pub value_hash: ValueHash,
 }
 
+/// A page's leaf array: the leaves its versions share, and the ones this
+/// version wrote.
+///
+/// A page's new version shares the leaves of the old one (an `Arc` clone
+/// in place of copying them) and keeps the leaves it writes (a new key,
+/// or a new value of a key it holds: a shared leaf is never changed) in a
+/// short array of its own. A leaf's id indexes the shared leaves first,
+/// then its own. The own leaves are folded into a new shared array, with
+/// the dead leaves dropped (see `Leaves::should_fold`), once copying them
+/// with every version costs more than copying all the leaves once more.
+///
+/// At 1M keys a page's leaves take about 1 KB, at 10M about 9.5 KB: a
+/// version that copies them all for one update moves that much cold memory
+/// (BENCHMARKS.md).
+#[derive(Debug, Clone, Default)]
+struct Leaves {
+    /// Ids `0..shared.len()`.
+    shared: Arc<[Leaf]>,
+    /// Ids from `shared.len()` on.
+    own: Vec<Leaf>,
+}
+
+impl Leaves {
+    /// Leaf `id`.
+    #[inline]
+    fn get(&self, id: LeafId) -> &Leaf {
+        let id = id as usize;
+        match self.shared.get(id) {
+            Some(leaf) => leaf,
+            None => &self.own[id - self.shared.len()],
+        }
+    }
+
+    /// Leaf `id`, or `None` when there is no such leaf.
+    #[inline]
+    fn try_get(&self, id: LeafId) -> Option<&Leaf> {
+        let id = id as usize;
+        self.shared
+            .get(id)
+            .or_else(|| self.own.get(id.checked_sub(self.shared.len())?))
+    }
+
+    /// Number of leaf ids in use, dead leaves included.
+    #[inline]
+    fn len(&self) -> usize {
+        self.shared.len() + self.own.len()
+    }
+
+    /// Adds `leaf` and returns its id.
+    #[inline]
+    fn push(&mut self, leaf: Leaf) -> LeafId {
+        self.own.push(leaf);
+        (self.len() - 1) as LeafId
+    }
+
+    /// Puts `leaf` in the place of leaf `id`, which no slot will refer to
+    /// any more: in the same entry when it is this version's own, in a new
+    /// one when it is shared (the shared entry is then dead, and the
+    /// returned flag is true). Returns the leaf's id.
+    #[inline]
+    fn replace(&mut self, id: LeafId, leaf: Leaf) -> (LeafId, bool) {
+        match (id as usize).checked_sub(self.shared.len()) {
+            Some(own) => {
+                self.own[own] = leaf;
+                (id, false)
+            }
+            None => (self.push(leaf), true),
+        }
+    }
+
+    /// A copy that shares the shared leaves, with room for `room` more
+    /// leaves of its own.
+    fn with_room(&self, room: usize) -> Leaves {
+        let mut own = Vec::new();
+        if !self.own.is_empty() || room > 0 {
+            own.reserve_exact(self.own.len() + room);
+            own.extend_from_slice(&self.own);
+        }
+        Leaves {
+            shared: Arc::clone(&self.shared),
+            own,
+        }
+    }
+
+    /// Room for `more` leaves of its own, without growing the array more
+    /// than that.
+    fn reserve_exact(&mut self, more: usize) {
+        self.own.reserve_exact(more);
+    }
+
+    /// True when the own leaves (copied by every version) or the dead ones
+    /// (kept by every version) have grown enough to be worth a new shared
+    /// array: once a quarter of the ids are dead, or once the own leaves
+    /// `k` pass `sqrt(2n)` for `n` leaves in all. Folding every `k` writes
+    /// copies `n` leaves once and about `k / 2` own leaves with each write,
+    /// `n / k + k / 2` a write, the least at `k = sqrt(2n)`.
+    fn should_fold(&self, dead: usize) -> bool {
+        let (own, n) = (self.own.len(), self.len());
+        dead * 4 > n || own * own > 2 * n
+    }
+
+    /// Bytes of memory held: the shared leaves in full (a cache holding
+    /// several versions of a page counts them once per version).
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.shared) + self.own.capacity() * std::mem::size_of::<Leaf>()
+    }
+}
+
 /// Index of an internal node in its page's node array.
 pub type NodeId = u32;
 
@@ -281,10 +389,12 @@ const TREE_MIN: usize = 8;
 /// nodes it changes (recomputing a sparse node's tree), and a proof through
 /// one expands a copy ([`Page::hashed_node`]). Sized by occupancy, a page
 /// holding 15 keys takes about 2.8 KB instead of 8.2 KB, and copying it for
-/// an update moves that much less. Leaves sit in one more array, so a page
-/// is copied, read and dropped as a few blocks of memory (the slots, the
-/// dense nodes' trees, the leaves). Its root is internal: a page exists only where the trie has an
-/// internal node at a page boundary, and for the trie root.
+/// an update moves that much less. Leaves sit in one more array, shared
+/// with the page's other versions (see `Leaves`), so a page is copied,
+/// read and dropped as a few blocks of memory (the slots, the dense nodes'
+/// trees, the leaves this version wrote). Its root is internal: a page
+/// exists only where the trie has an internal node at a page boundary, and
+/// for the trie root.
 ///
 /// The page root has [`NodeId`] [`Page::ROOT`]; the node below root slot
 /// `n` has id `n + 1`.
@@ -298,7 +408,7 @@ pub struct Page {
     slots: Vec<Node>,
     /// The binary trees of the dense nodes below the root.
     trees: Vec<[Hash; 15]>,
-    leaves: Vec<Leaf>,
+    leaves: Leaves,
     /// Leaves in `leaves` that no slot refers to any more.
     dead_leaves: u32,
     /// Leaves and child references in the page.
@@ -353,6 +463,9 @@ pub(crate) struct InPlacePlan {
     pub(crate) children: Vec<ChildUpdate>,
     /// At most how many leaves the update adds to the page.
     pub(crate) added: usize,
+    /// At most how many leaf entries the update writes: the leaves it adds
+    /// and the leaves whose values it changes.
+    pub(crate) written: usize,
 }
 
 /// A page updated in place (see [`Page::in_place`]).
@@ -419,6 +532,36 @@ impl Edit<'_> {
         Ok(pos.unwrap_or_else(unreachable_pos))
     }
 
+    /// Gives the leaf `id` in root slot `n` (or slot `m` of the node below
+    /// it) the value `value_hash`: a new leaf entry when `id` is shared
+    /// with the page's other versions, the same one when it is this
+    /// version's own. Returns the slot's position.
+    fn set_value(
+        &mut self,
+        n: usize,
+        m: Option<usize>,
+        id: LeafId,
+        key_hash: &KeyHash,
+        value_hash: &ValueHash,
+    ) -> Result<SlotPos, &'static str> {
+        // An unhashed node is checked with the leaves it was stored with,
+        // before this one changes.
+        if m.is_some() && !self.page.bottoms[n].hashed {
+            self.page.hash_bottom(n)?;
+        }
+        let leaf = Leaf {
+            key_hash: *key_hash,
+            value_hash: *value_hash,
+        };
+        let (id, moved) = self.page.leaves.replace(id, leaf);
+        self.page.dead_leaves += u32::from(moved);
+        let node = Node::Leaf {
+            id,
+            hash: leaf_hash(key_hash, value_hash),
+        };
+        self.set(n, m, node)
+    }
+
     /// Rehashes the changed node below root slot `n`, or, when it is left
     /// empty or with one leaf, removes it (the leaf moves up into the root
     /// slot) and lists the changes of that slot as a diff finds them: every
@@ -458,7 +601,7 @@ impl Edit<'_> {
             });
         }
         if let Node::Leaf { id, .. } = lone {
-            let l = page.leaves[id as usize];
+            let l = *page.leaves.get(id);
             let pos = SlotPos::new(1, n as u16).unwrap_or_else(unreachable_pos);
             changes.push((pos, Some(leaf_terminal(&l.key_hash, &l.value_hash))));
         }
@@ -503,7 +646,7 @@ impl Page {
         std::mem::size_of::<Page>()
             + self.slots.capacity() * std::mem::size_of::<Node>()
             + self.trees.capacity() * std::mem::size_of::<[Hash; 15]>()
-            + self.leaves.capacity() * std::mem::size_of::<Leaf>()
+            + self.leaves.heap_bytes()
     }
 
     /// The page root's hash (the page root is always hashed).
@@ -642,7 +785,7 @@ impl Page {
     /// The contents of leaf `id` of this page.
     #[inline]
     pub fn leaf(&self, id: LeafId) -> &Leaf {
-        &self.leaves[id as usize]
+        self.leaves.get(id)
     }
 
     /// The page root's slot on `key_hash`'s path (the page root at nibble
@@ -674,8 +817,22 @@ impl Page {
             }
             Node::Empty | Node::Page(_) => None,
         };
-        id.and_then(|id| self.leaves.get(id as usize))
+        id.and_then(|id| self.leaves.try_get(id))
             .map_or(0, |l| l.key_hash[0])
+    }
+
+    /// How the page keeps its leaves, for tests: the address of its shared
+    /// leaves, how many leaves of its own it has, its leaf ids in use and
+    /// how many of them are dead.
+    #[cfg(test)]
+    pub(crate) fn leaf_sharing(&self) -> (*const Leaf, usize, usize, usize) {
+        let l = &self.leaves;
+        (
+            l.shared.as_ptr(),
+            l.own.len(),
+            l.len(),
+            self.dead_leaves as usize,
+        )
     }
 
     /// Number of terminals (what a base record of the page holds).
@@ -758,6 +915,7 @@ impl Page {
         let mut plan = InPlacePlan {
             children: Vec::new(),
             added: 0,
+            written: 0,
         };
         let mut i = 0;
         while i < ups.len() {
@@ -774,7 +932,7 @@ impl Page {
                     i = end;
                     continue;
                 }
-                Node::Leaf { id, .. } => Some(self.leaves[id as usize].key_hash),
+                Node::Leaf { id, .. } => Some(self.leaves.get(id).key_hash),
                 Node::Empty => None,
                 Node::Inner { .. } => return None,
             };
@@ -788,7 +946,9 @@ impl Page {
             if usize::from(kept) + added > 1 {
                 return None;
             }
+            let changed = existing.is_some_and(|e| run.iter().any(|u| u.0 == e && u.1.is_some()));
             plan.added += added;
+            plan.written += added + usize::from(changed);
             i = end;
         }
         Some(plan)
@@ -796,7 +956,8 @@ impl Page {
 
     /// The page after the update planned by [`Page::plan_in_place`], given
     /// the new hash of each child page it planned (in its order; every one
-    /// still a page) and the number of leaves it adds, or `None` when the
+    /// still a page) and its counts of the leaves it adds and writes
+    /// ([`InPlacePlan::added`], [`InPlacePlan::written`]), or `None` when the
     /// page's root is left with a lone leaf or nothing (the page goes: the
     /// general update handles that).
     ///
@@ -815,14 +976,15 @@ impl Page {
         depth: usize,
         ups: &[(KeyHash, Option<ValueHash>)],
         children: &[(ChildUpdate, Hash)],
-        added: usize,
+        (added, written): (usize, usize),
         changes: &mut Vec<(SlotPos, Option<Terminal>)>,
     ) -> Result<Option<InPlace>, &'static str> {
-        // The copy has room for the leaves and slots the update adds, so
-        // it does not grow (reallocate and copy) its arrays. It is built
-        // on the stack and moved into its allocation; a copy made straight
-        // into the allocation measured no faster (BENCHMARKS.md).
-        let mut copy = Arc::new(self.copy_with_room(added));
+        // The copy has room for the slots the update adds and the leaves
+        // it writes, so it does not grow (reallocate and copy) its arrays.
+        // It is built on the stack and moved into its allocation; a copy
+        // made straight into the allocation measured no faster
+        // (BENCHMARKS.md).
+        let mut copy = Arc::new(self.copy_with_room(added, written));
         let mut edit = Edit {
             page: Arc::make_mut(&mut copy),
             root_dirty: 0,
@@ -858,7 +1020,7 @@ impl Page {
                 let Node::Leaf { id, .. } = node else {
                     continue;
                 };
-                if edit.page.leaves[id as usize].key_hash != *key_hash {
+                if edit.page.leaves.get(id).key_hash != *key_hash {
                     continue;
                 }
                 match value_hash {
@@ -868,14 +1030,9 @@ impl Page {
                         edit.removed += 1;
                         changes.push((pos, None));
                     }
-                    Some(v) if edit.page.leaves[id as usize].value_hash == *v => {}
+                    Some(v) if edit.page.leaves.get(id).value_hash == *v => {}
                     Some(v) => {
-                        let node = Node::Leaf {
-                            id,
-                            hash: leaf_hash(key_hash, v),
-                        };
-                        let pos = edit.set(n, m, node)?;
-                        edit.page.leaves[id as usize].value_hash = *v;
+                        let pos = edit.set_value(n, m, id, key_hash, v)?;
                         changes.push((pos, Some(leaf_terminal(key_hash, v))));
                     }
                 }
@@ -889,9 +1046,8 @@ impl Page {
                     key_hash: *key_hash,
                     value_hash: *v,
                 };
-                edit.page.leaves.push(leaf);
                 let node = Node::Leaf {
-                    id: (edit.page.leaves.len() - 1) as LeafId,
+                    id: edit.page.leaves.push(leaf),
                     hash: leaf_hash(key_hash, v),
                 };
                 let pos = edit.set(n, m, node)?;
@@ -915,7 +1071,7 @@ impl Page {
             return Ok(None);
         }
         page.root.rehash(root_dirty);
-        if page.dead_leaves as usize * 4 > page.leaves.len() {
+        if page.leaves.should_fold(page.dead_leaves as usize) {
             compact_leaves(page);
         }
         sort_changes(changes);
@@ -926,8 +1082,9 @@ impl Page {
         }))
     }
 
-    /// A copy of the page with room for `room` more slots and leaves.
-    fn copy_with_room(&self, room: usize) -> Page {
+    /// A copy of the page with room for `room` more slots and `leaves` more
+    /// leaves (it shares this page's shared leaves).
+    fn copy_with_room(&self, room: usize, leaves: usize) -> Page {
         fn with_room<T: Copy>(v: &[T], room: usize) -> Vec<T> {
             let mut copy = Vec::with_capacity(v.len() + room);
             copy.extend_from_slice(v);
@@ -938,7 +1095,7 @@ impl Page {
             bottoms: self.bottoms,
             slots: with_room(&self.slots, room),
             trees: self.trees.clone(),
-            leaves: with_room(&self.leaves, room),
+            leaves: self.leaves.with_room(leaves),
             dead_leaves: self.dead_leaves,
             terminals: self.terminals,
         }
@@ -1121,7 +1278,7 @@ impl Page {
 #[derive(Debug, Clone)]
 pub(crate) struct Dense {
     nodes: Vec<Inner>,
-    leaves: Vec<Leaf>,
+    leaves: Leaves,
     dead_leaves: u32,
     terminals: u32,
 }
@@ -1130,7 +1287,7 @@ impl Default for Dense {
     fn default() -> Self {
         Dense {
             nodes: vec![Inner::default()],
-            leaves: Vec::new(),
+            leaves: Leaves::default(),
             dead_leaves: 0,
             terminals: 0,
         }
@@ -1161,20 +1318,18 @@ impl Dense {
                 nodes[0].children[n] = Node::Inner { id, hash };
             }
         }
-        let mut l = Vec::with_capacity(old.leaves.len() + leaves);
-        l.extend_from_slice(&old.leaves);
         Ok(Dense {
             nodes,
-            leaves: l,
+            leaves: old.leaves.with_room(leaves),
             dead_leaves: old.dead_leaves,
             terminals: old.terminals,
         })
     }
 
     /// The packed page, taking the nodes left packed from `old` (the page
-    /// this one was expanded from). Unreferenced leaves are dropped once
-    /// they are a quarter of the leaf array (until then they cost memory,
-    /// not time: nothing walks what no slot refers to).
+    /// this one was expanded from). The leaves are folded into a new shared
+    /// array when `Leaves::should_fold` says so (unreferenced ones cost
+    /// memory until then, not time: nothing walks what no slot refers to).
     pub(crate) fn pack(self, old: Option<&Page>) -> Page {
         let mut root = self.nodes[0];
         debug_assert!(root.hashed && !root.stale);
@@ -1254,7 +1409,7 @@ impl Dense {
             dead_leaves: self.dead_leaves,
             terminals: self.terminals,
         };
-        if page.dead_leaves as usize * 4 > page.leaves.len() {
+        if page.leaves.should_fold(page.dead_leaves as usize) {
             compact_leaves(&mut page);
         }
         page
@@ -1288,7 +1443,7 @@ impl Dense {
     /// The contents of leaf `id` of this page.
     #[inline]
     pub(crate) fn leaf(&self, id: LeafId) -> &Leaf {
-        &self.leaves[id as usize]
+        self.leaves.get(id)
     }
 
     /// A leaf holding `key_hash` and `value_hash`, stored in the entry
@@ -1315,13 +1470,11 @@ impl Dense {
     ) -> Node {
         let id = match spare.take() {
             Some(id) => {
-                self.leaves[id as usize] = leaf;
+                let (id, moved) = self.leaves.replace(id, leaf);
+                self.dead_leaves += u32::from(moved);
                 id
             }
-            None => {
-                self.leaves.push(leaf);
-                (self.leaves.len() - 1) as LeafId
-            }
+            None => self.leaves.push(leaf),
         };
         Node::Leaf { id, hash }
     }
@@ -1468,28 +1621,36 @@ impl Dense {
 }
 
 /// The slot of leaf `id` of `leaves`, with its hash computed.
-fn hashed_leaf(leaves: &[Leaf], id: LeafId) -> Node {
-    let l = &leaves[id as usize];
+fn hashed_leaf(leaves: &Leaves, id: LeafId) -> Node {
+    let l = leaves.get(id);
     Node::Leaf {
         id,
         hash: leaf_hash(&l.key_hash, &l.value_hash),
     }
 }
 
-/// Drops the leaves of `page` that no slot refers to, renumbering the
-/// others in slot order.
+/// Puts the leaves of `page` that a slot refers to into a new shared
+/// array, renumbered in slot order, and drops the others.
 fn compact_leaves(page: &mut Page) {
-    let mut leaves = Vec::with_capacity(page.leaves.len() - page.dead_leaves as usize);
-    let old = std::mem::take(&mut page.leaves);
+    // A page has at most 16 x 16 slots below its root's.
+    let mut order = [0 as LeafId; 256];
+    let mut live = 0;
     let mut renumber = |node: &mut Node| {
         if let Node::Leaf { id, .. } = node {
-            leaves.push(old[*id as usize]);
-            *id = (leaves.len() - 1) as LeafId;
+            order[live] = *id;
+            *id = live as LeafId;
+            live += 1;
         }
     };
     page.root.children.iter_mut().for_each(&mut renumber);
     page.slots.iter_mut().for_each(&mut renumber);
-    page.leaves = leaves;
+    let old = &page.leaves;
+    // A mapped slice iterator knows its length: one exact allocation.
+    let shared: Arc<[Leaf]> = order[..live].iter().map(|&id| *old.get(id)).collect();
+    page.leaves = Leaves {
+        shared,
+        own: Vec::new(),
+    };
     page.dead_leaves = 0;
 }
 

@@ -472,7 +472,12 @@ fn update_in_place(
     out: &mut Out,
 ) -> Result<InPlaceOutcome, MerkleError> {
     let depth = path.len();
-    let Some(InPlacePlan { children, added }) = old.page.plan_in_place(depth, ups) else {
+    let Some(InPlacePlan {
+        children,
+        added,
+        written,
+    }) = old.page.plan_in_place(depth, ups)
+    else {
         return Ok(InPlaceOutcome::NotPlanned);
     };
     let jobs = children
@@ -498,7 +503,7 @@ fn update_in_place(
         let changes = &mut changes.borrow_mut();
         let in_place = old
             .page
-            .in_place(depth, ups, &hashes, added, changes)
+            .in_place(depth, ups, &hashes, (added, written), changes)
             .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
         let Some(InPlace {
             page,
@@ -1137,6 +1142,91 @@ mod tests {
             }
             store.apply(&fast).expect("apply");
         }
+    }
+
+    #[test]
+    fn page_versions_share_their_leaves_and_fold_their_own() {
+        let seed = verity_testkit::seed("page_versions_share_leaves");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let store = MemPageStore::new();
+        // Keys under one page at depth 2 (first byte 0x5a), dense enough
+        // to fill nodes below its root slots, and a few elsewhere.
+        let key = |rng: &mut ChaCha8Rng| {
+            let mut k: KeyHash = rng.gen();
+            if rng.gen_range(0..8) != 0 {
+                k[0] = 0x5a;
+            }
+            k
+        };
+        let mut model: std::collections::BTreeMap<KeyHash, ValueHash> = Default::default();
+        let mut ups: Vec<Update> = (0..60).map(|_| (key(&mut rng), Some(rng.gen()))).collect();
+        ups.sort_unstable_by_key(|u| u.0);
+        ups.dedup_by_key(|u| u.0);
+        let path = PagePath::from_key(&[0x5a; 32], 2);
+        let (mut shared, mut folded) = (0, 0);
+        let mut history = Vec::new();
+        for version in 0..300 {
+            let out =
+                apply(&store, DeltaPolicy::default(), version, version + 1, &ups).expect("update");
+            store.apply(&out).expect("apply");
+            let old = store.page(&path, version).expect("read");
+            let new = store.page(&path, version + 1).expect("read");
+            for (k, v) in &ups {
+                match v {
+                    Some(v) => model.insert(*k, *v),
+                    None => model.remove(k),
+                };
+            }
+            if let (Some(old), Some(new)) = (old, new) {
+                let (old_shared, ..) = old.page.leaf_sharing();
+                let (new_shared, own, len, dead) = new.page.leaf_sharing();
+                // Folded once either grows too far.
+                assert!(
+                    dead * 4 <= len,
+                    "version {version}: {dead} of {len} dead, seed {seed}"
+                );
+                assert!(
+                    own * own <= 2 * len,
+                    "version {version}: {own} own of {len}, seed {seed}"
+                );
+                if std::ptr::eq(old_shared, new_shared) {
+                    shared += 1;
+                } else {
+                    folded += 1;
+                }
+            }
+            history.push(model.clone());
+            let keys: Vec<KeyHash> = model.keys().copied().collect();
+            // New values for a few keys, now and then an insert or a
+            // delete.
+            ups = (0..rng.gen_range(1..4))
+                .map(|_| {
+                    let k = keys[rng.gen_range(0..keys.len())];
+                    match rng.gen_range(0..10) {
+                        0 => (key(&mut rng), Some(rng.gen())),
+                        1 if keys.len() > 40 => (k, None),
+                        _ => (k, Some(rng.gen())),
+                    }
+                })
+                .collect();
+            ups.sort_unstable_by_key(|u| u.0);
+            ups.dedup_by_key(|u| u.0);
+        }
+        // Every version still reads as it was written: none changed a
+        // leaf it shared with an earlier one.
+        for (v, model) in (1..).zip(&history) {
+            let read = crate::read::leaves(&store, v, &[0; 32], usize::MAX).expect("leaves");
+            let want: Vec<_> = model.iter().map(|(k, v)| (*k, *v)).collect();
+            assert_eq!(read, want, "version {v}, seed {seed}");
+        }
+        assert!(
+            shared > 0,
+            "no version shared its page's leaves, seed {seed}"
+        );
+        assert!(
+            folded > 0,
+            "no version folded its page's leaves, seed {seed}"
+        );
     }
 
     #[test]
