@@ -330,6 +330,28 @@ fn rehash_tree(tree: &mut [Hash; 15], slot: impl Fn(usize) -> Hash, dirty: u16) 
     }
 }
 
+/// The hash of a node that keeps no binary tree, from its occupied slots
+/// `run` (in nibble order; bit `n` of `mask` = slot `n`): only the binary
+/// nodes with an occupied slot below them are visited, where
+/// [`rehash_tree`] visits all 15 and fills a tree that is then dropped.
+fn sparse_tree_hash(mask: u16, run: &[Node]) -> Hash {
+    /// The binary node over the `width` slots from `lo`.
+    fn below(mask: u16, lo: u32, width: u32, run: &mut std::slice::Iter<'_, Node>) -> Hash {
+        let slots = (u32::from(mask) >> lo) & ((1 << width) - 1);
+        if slots == 0 {
+            EMPTY
+        } else if width == 1 {
+            run.next().map_or(EMPTY, Node::hash)
+        } else {
+            let half = width / 2;
+            let left = below(mask, lo, half, run);
+            let right = below(mask, lo + half, half, run);
+            internal_hash(&left, &right)
+        }
+    }
+    below(mask, 0, 16, &mut run.iter())
+}
+
 /// Where the packed slots of a node below the page root are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Bottom {
@@ -1111,15 +1133,6 @@ impl Page {
         }
     }
 
-    /// The slot hashes of the node below root slot `n`, by nibble.
-    fn bottom_slot_hashes(&self, n: usize) -> [Hash; 16] {
-        let mut hashes = [EMPTY; 16];
-        for (m, slot) in self.children(n as NodeId + 1) {
-            hashes[m] = slot.hash();
-        }
-        hashes
-    }
-
     /// Computes the leaf hashes of the unhashed node below root slot `n`
     /// and checks the node's hash against the one stored in the root slot.
     fn hash_bottom(&mut self, n: usize) -> Result<(), &'static str> {
@@ -1145,16 +1158,30 @@ impl Page {
     /// the node's tree exactly when the node is dense (`TREE_MIN` slots or
     /// more), as packing a page decides.
     fn rehash_bottom(&mut self, n: usize, dirty: u16) -> Hash {
-        let slots = self.bottom_slot_hashes(n);
-        let dense = self.bottoms[n].mask.count_ones() as usize >= TREE_MIN;
-        let hash = match self.trees.get_mut(self.bottoms[n].tree as usize) {
+        let b = self.bottoms[n];
+        let dense = b.mask.count_ones() as usize >= TREE_MIN;
+        if b.tree == NO_TREE && !dense {
+            return sparse_tree_hash(b.mask, self.run(n));
+        }
+        // The slot hashes the rehash reads, taken from the packed run
+        // (two a dirty slot, where copying all 16 out first moved 512
+        // bytes).
+        let run = &self.slots;
+        let slot = |m: usize| {
+            if b.mask & (1 << m) == 0 {
+                EMPTY
+            } else {
+                run[b.index(m)].hash()
+            }
+        };
+        let hash = match self.trees.get_mut(b.tree as usize) {
             Some(tree) => {
-                rehash_tree(tree, |m| slots[m], dirty);
+                rehash_tree(tree, slot, dirty);
                 tree[0]
             }
             None => {
                 let mut tree = [EMPTY; 15];
-                rehash_tree(&mut tree, |m| slots[m], 0xffff);
+                rehash_tree(&mut tree, slot, 0xffff);
                 if dense {
                     self.trees.push(tree);
                     self.bottoms[n].tree = (self.trees.len() - 1) as u32;
