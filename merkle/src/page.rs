@@ -373,6 +373,16 @@ impl Bottom {
     fn index(&self, m: usize) -> usize {
         (self.start + (self.mask & ((1u16 << m) - 1)).count_ones()) as usize
     }
+
+    /// Slot `m` of the node, whose run is in `slots` (its page's).
+    #[inline]
+    fn slot(&self, slots: &[Node], m: usize) -> Node {
+        if self.mask & (1 << m) == 0 {
+            Node::Empty
+        } else {
+            slots[self.index(m)]
+        }
+    }
 }
 
 /// What [`Page::warm_slot`] read of a page.
@@ -697,11 +707,7 @@ impl Page {
         if id == Self::ROOT {
             return self.root.children[n];
         }
-        let b = &self.bottoms[id as usize - 1];
-        if b.mask & (1 << n) == 0 {
-            return Node::Empty;
-        }
-        self.slots[b.index(n)]
+        self.bottoms[id as usize - 1].slot(&self.slots, n)
     }
 
     /// The occupied slots of internal node `id`, in nibble order.
@@ -1167,13 +1173,7 @@ impl Page {
         // (two a dirty slot, where copying all 16 out first moved 512
         // bytes).
         let run = &self.slots;
-        let slot = |m: usize| {
-            if b.mask & (1 << m) == 0 {
-                EMPTY
-            } else {
-                run[b.index(m)].hash()
-            }
-        };
+        let slot = |m: usize| b.slot(run, m).hash();
         let hash = match self.trees.get_mut(b.tree as usize) {
             Some(tree) => {
                 rehash_tree(tree, slot, dirty);
@@ -1659,7 +1659,7 @@ fn hashed_leaf(leaves: &Leaves, id: LeafId) -> Node {
 /// Puts the leaves of `page` that a slot refers to into a new shared
 /// array, renumbered in slot order, and drops the others.
 fn compact_leaves(page: &mut Page) {
-    // A page has at most 16 x 16 slots below its root's.
+    // At most 256 leaves: a root slot holds one, or a node of at most 16.
     let mut order = [0 as LeafId; 256];
     let mut live = 0;
     let mut renumber = |node: &mut Node| {
