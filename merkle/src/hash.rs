@@ -62,9 +62,16 @@ pub fn thread_compressions() -> u64 {
     COMPRESSIONS.with(|c| c.get())
 }
 
+/// BLAKE3's `CHUNK_START` flag (`hash_many` sets it on an input's first
+/// block).
+const CHUNK_START: u8 = 1;
+/// BLAKE3's `CHUNK_END` flag (`hash_many` sets it on an input's last
+/// block).
+const CHUNK_END: u8 = 2;
+
 /// The BLAKE3 flags of a keyed hash whose whole input is one 64-byte
 /// block: `CHUNK_START | CHUNK_END | ROOT | KEYED_HASH`.
-const ONE_BLOCK_KEYED: u8 = 1 | 2 | 8 | 16;
+const ONE_BLOCK_KEYED: u8 = CHUNK_START | CHUNK_END | 8 | 16;
 
 /// A BLAKE3 key as the compression function's eight little-endian words.
 const fn key_words(key: &Hash) -> [u32; 8] {
@@ -124,6 +131,60 @@ pub fn internal_hash(left: &Hash, right: &Hash) -> Hash {
     } else {
         keyed64(&INTERNAL_WORDS, left, right)
     }
+}
+
+/// The most blocks one call of [`hash_many`] hands to the compression at
+/// once: the lanes of AVX-512 (AVX2 takes 8 at a time, SSE4.1 4).
+const LANES: usize = 16;
+
+/// `out[i] = blake3_keyed(key, blocks[i])` for 64-byte blocks, computed
+/// several at a time in the SIMD lanes of the CPU: where one compression
+/// takes about 65 ns on an AVX2 core, eight side by side take about 19 ns
+/// each (BENCHMARKS.md). Like [`keyed64`], this calls `blake3::platform`
+/// directly: `hash_many` with one block per input, counter 0 and the flags
+/// of a lone, final, root chunk computes exactly the one-block keyed hash
+/// (the tests check it against `blake3::keyed_hash`).
+fn hash_many(key: &[u32; 8], blocks: &[[u8; 64]], out: &mut [Hash]) {
+    assert_eq!(blocks.len(), out.len(), "one output per block");
+    COMPRESSIONS.with(|c| c.set(c.get() + blocks.len() as u64));
+    for (blocks, out) in blocks.chunks(LANES).zip(out.chunks_mut(LANES)) {
+        let mut refs = [&blocks[0]; LANES];
+        for (r, b) in refs.iter_mut().zip(blocks) {
+            *r = b;
+        }
+        PLATFORM.hash_many(
+            &refs[..blocks.len()],
+            key,
+            0,
+            blake3::IncrementCounter::No,
+            ONE_BLOCK_KEYED & !(CHUNK_START | CHUNK_END),
+            CHUNK_START,
+            CHUNK_END,
+            out.as_flattened_mut(),
+        );
+    }
+}
+
+/// The 64-byte block `a || b`.
+#[inline]
+pub(crate) fn block(a: &Hash, b: &Hash) -> [u8; 64] {
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(a);
+    block[32..].copy_from_slice(b);
+    block
+}
+
+/// Leaf hashes of many leaves at once: `out[i]` is the [`leaf_hash`] of
+/// `blocks[i]` (a [`block`] of a key hash and a value hash).
+pub(crate) fn leaf_hash_many(blocks: &[[u8; 64]], out: &mut [Hash]) {
+    hash_many(&LEAF_WORDS, blocks, out);
+}
+
+/// Internal hashes of many pairs at once: `out[i]` is the
+/// [`internal_hash`] of `blocks[i]` (a [`block`] of a left and a right
+/// child, not both [`EMPTY`]: the caller gives those `EMPTY` itself).
+pub(crate) fn internal_hash_many(blocks: &[[u8; 64]], out: &mut [Hash]) {
+    hash_many(&INTERNAL_WORDS, blocks, out);
 }
 
 /// Bit `i` (0 = most significant bit of byte 0) of a path.
@@ -188,6 +249,38 @@ mod tests {
                 internal_hash(&a, &b),
                 *blake3::keyed_hash(&INTERNAL_KEY, &block).as_bytes()
             );
+        }
+    }
+
+    #[test]
+    fn hashes_of_many_blocks_are_the_hashes_of_each() {
+        let seed = verity_testkit::seed("hashes_of_many_blocks");
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+        // Lengths around the lanes of every platform: partial and whole
+        // groups of 4, 8 and 16.
+        for len in [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 40] {
+            let pairs: Vec<(Hash, Hash)> = (0..len)
+                .map(|_| (rand::Rng::gen(&mut rng), rand::Rng::gen(&mut rng)))
+                .collect();
+            let blocks: Vec<[u8; 64]> = pairs.iter().map(|(a, b)| block(a, b)).collect();
+            let mut leaves = vec![[0u8; 32]; len];
+            let mut internals = vec![[0u8; 32]; len];
+            let before = thread_compressions();
+            leaf_hash_many(&blocks, &mut leaves);
+            internal_hash_many(&blocks, &mut internals);
+            assert_eq!(
+                thread_compressions() - before,
+                2 * len as u64,
+                "seed {seed}"
+            );
+            for (i, (a, b)) in pairs.iter().enumerate() {
+                assert_eq!(leaves[i], leaf_hash(a, b), "leaf {i} of {len}, seed {seed}");
+                assert_eq!(
+                    internals[i],
+                    internal_hash(a, b),
+                    "internal {i} of {len}, seed {seed}"
+                );
+            }
         }
     }
 

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use verity_codec::page::{PageImage, SlotHashes, SlotPos, Terminal};
 
 use crate::error::MerkleError;
-use crate::hash::{internal_hash, leaf_hash, nibble, Hash, KeyHash, ValueHash, EMPTY};
+use crate::hash::{
+    block, internal_hash, internal_hash_many, leaf_hash, nibble, Hash, KeyHash, ValueHash, EMPTY,
+};
 use crate::path::PagePath;
 
 /// Nibble levels one page spans below its root node.
@@ -330,6 +332,204 @@ fn rehash_tree(tree: &mut [Hash; 15], slot: impl Fn(usize) -> Hash, dirty: u16) 
     }
 }
 
+/// Where a tree of a [`Rehash`] is.
+#[derive(Debug, Clone, Copy)]
+enum TreeAt {
+    /// The page root's tree.
+    Root,
+    /// Tree `t` of [`Page::trees`], of the node below root slot `n`.
+    Kept { n: usize, t: usize },
+    /// The node below root slot `n`, which keeps no tree: its tree is
+    /// computed in the rehash's work and dropped.
+    Scratch { n: usize },
+}
+
+/// A binary tree to rehash above the slots in `mask` (bit `i` = slot `i`;
+/// then, level by level, the binary nodes that changed).
+#[derive(Debug, Clone, Copy)]
+struct TreeTask {
+    page: usize,
+    at: TreeAt,
+    mask: u32,
+}
+
+/// Rehashes the binary trees that updates in place left ([`Unhashed`]),
+/// of many pages together: the nodes below the page roots, then the page
+/// roots, each a binary level at a time, with the compressions of a level
+/// (of every tree of every page) computed side by side in the CPU's SIMD
+/// lanes ([`internal_hash_many`]). A page's update rehashes a chain of
+/// binary nodes, each waiting for the one below: alone, one compression at
+/// a time. The rehash computes the same binary nodes as [`rehash_tree`]
+/// and [`Page::rehash_bottom`], and keeps the same trees.
+///
+/// Its buffers are kept between runs.
+#[derive(Debug, Default)]
+pub(crate) struct Rehash {
+    tasks: Vec<TreeTask>,
+    /// The tasks' trees while they are computed.
+    work: Vec<[Hash; 15]>,
+    /// The inputs of a level's compressions, and where each result goes
+    /// (a task and a heap index).
+    blocks: Vec<[u8; 64]>,
+    dests: Vec<(usize, usize)>,
+    hashes: Vec<Hash>,
+}
+
+impl Rehash {
+    /// Rehashes the trees of `pages`, each left as its [`Unhashed`] says;
+    /// afterwards the pages' hashes are valid.
+    pub(crate) fn run(&mut self, pages: &mut [(&mut Page, Unhashed)]) {
+        self.tasks.clear();
+        for (i, (page, unhashed)) in pages.iter_mut().enumerate() {
+            let mut bottoms = unhashed.bottoms;
+            while bottoms != 0 {
+                let n = bottoms.trailing_zeros() as usize;
+                bottoms &= bottoms - 1;
+                let b = page.bottoms[n];
+                debug_assert!(b.hashed, "rehashing an unhashed node");
+                // As `rehash_bottom`: a kept tree above the changed slots;
+                // a node that turned dense gets a tree, one that is sparse
+                // is computed over its occupied slots (the others are
+                // empty, and so is the tree it starts from).
+                let (at, mask) = if b.tree != NO_TREE {
+                    let t = b.tree as usize;
+                    (TreeAt::Kept { n, t }, unhashed.below[n])
+                } else if b.mask.count_ones() as usize >= TREE_MIN {
+                    page.trees.push([EMPTY; 15]);
+                    let t = page.trees.len() - 1;
+                    page.bottoms[n].tree = t as u32;
+                    (TreeAt::Kept { n, t }, b.mask)
+                } else {
+                    (TreeAt::Scratch { n }, b.mask)
+                };
+                self.tasks.push(TreeTask {
+                    page: i,
+                    at,
+                    mask: u32::from(mask),
+                });
+            }
+        }
+        self.levels(pages);
+        for (task, tree) in self.tasks.iter().zip(&self.work) {
+            let page = &mut *pages[task.page].0;
+            let (TreeAt::Kept { n, .. } | TreeAt::Scratch { n }) = task.at else {
+                continue;
+            };
+            let hash = tree[0];
+            page.root.children[n] = Node::Inner {
+                id: n as NodeId + 1,
+                hash,
+            };
+        }
+        // The trees of nodes no longer dense go, once no task refers to
+        // them by index.
+        for (page, unhashed) in pages.iter_mut() {
+            let mut bottoms = unhashed.bottoms;
+            while bottoms != 0 {
+                let n = bottoms.trailing_zeros() as usize;
+                bottoms &= bottoms - 1;
+                if (page.bottoms[n].mask.count_ones() as usize) < TREE_MIN {
+                    page.drop_tree(n);
+                }
+            }
+        }
+        self.tasks.clear();
+        for (i, (page, unhashed)) in pages.iter_mut().enumerate() {
+            debug_assert!(page.root.hashed, "rehashing inside an unhashed node");
+            let dirty = if page.root.stale {
+                0xffff
+            } else {
+                unhashed.root
+            };
+            page.root.stale = false;
+            if dirty != 0 {
+                self.tasks.push(TreeTask {
+                    page: i,
+                    at: TreeAt::Root,
+                    mask: u32::from(dirty),
+                });
+            }
+        }
+        self.levels(pages);
+    }
+
+    /// Computes the tasks' trees, a binary level at a time from the slots
+    /// up, as [`rehash_tree`] does for one tree: each in a copy (`work`),
+    /// which goes back to its page at the end.
+    fn levels(&mut self, pages: &mut [(&mut Page, Unhashed)]) {
+        let Rehash {
+            tasks,
+            work,
+            blocks,
+            dests,
+            hashes,
+        } = self;
+        work.clear();
+        work.extend(tasks.iter().map(|task| {
+            let page = &*pages[task.page].0;
+            match task.at {
+                TreeAt::Root => page.root.tree,
+                TreeAt::Kept { t, .. } => page.trees[t],
+                TreeAt::Scratch { .. } => [EMPTY; 15],
+            }
+        }));
+        for level in (0..4).rev() {
+            blocks.clear();
+            dests.clear();
+            for (k, task) in tasks.iter_mut().enumerate() {
+                let page = &*pages[task.page].0;
+                let tree = &mut work[k];
+                // Bit 2j: binary node j of this level is above a change.
+                let mut pairs = (task.mask | task.mask >> 1) & 0x5555;
+                let mut next = 0u32;
+                while pairs != 0 {
+                    let j = (pairs.trailing_zeros() / 2) as usize;
+                    pairs &= pairs - 1;
+                    next |= 1 << j;
+                    let (l, r) = match (level, task.at) {
+                        (3, TreeAt::Root) => (
+                            page.root.children[2 * j].hash(),
+                            page.root.children[2 * j + 1].hash(),
+                        ),
+                        (3, TreeAt::Kept { n, .. } | TreeAt::Scratch { n, .. }) => {
+                            let b = &page.bottoms[n];
+                            (
+                                b.slot(&page.slots, 2 * j).hash(),
+                                b.slot(&page.slots, 2 * j + 1).hash(),
+                            )
+                        }
+                        _ => (
+                            tree[heap(level + 1, 2 * j)],
+                            tree[heap(level + 1, 2 * j + 1)],
+                        ),
+                    };
+                    if l == EMPTY && r == EMPTY {
+                        tree[heap(level, j)] = EMPTY;
+                    } else {
+                        blocks.push(block(&l, &r));
+                        dests.push((k, heap(level, j)));
+                    }
+                }
+                task.mask = next;
+            }
+            hashes.clear();
+            hashes.resize(blocks.len(), EMPTY);
+            internal_hash_many(blocks, hashes);
+            for (&(k, h), hash) in dests.iter().zip(hashes.iter()) {
+                work[k][h] = *hash;
+            }
+        }
+        for (task, tree) in tasks.iter().zip(work.iter()) {
+            let page = &mut *pages[task.page].0;
+            match task.at {
+                TreeAt::Root => page.root.tree = *tree,
+                TreeAt::Kept { t, .. } => page.trees[t] = *tree,
+                TreeAt::Scratch { .. } => {}
+            }
+        }
+    }
+}
+
 /// The hash of a node that keeps no binary tree, from its occupied slots
 /// `run` (in nibble order; bit `n` of `mask` = slot `n`): only the binary
 /// nodes with an occupied slot below them are visited, where
@@ -503,12 +703,30 @@ pub(crate) struct InPlacePlan {
 /// A page updated in place (see [`Page::in_place`]).
 #[derive(Debug)]
 pub(crate) struct InPlace {
-    /// The new page (its terminal count is the old page's).
+    /// The new page (its terminal count is the old page's), its binary
+    /// trees not yet rehashed: see [`Unhashed`].
     pub(crate) page: Arc<Page>,
+    /// The binary trees of `page` left to rehash.
+    pub(crate) unhashed: Unhashed,
     /// Leaves the update added to the page.
     pub(crate) added: usize,
     /// Leaves the update deleted from the page.
     pub(crate) removed: usize,
+}
+
+/// The binary trees of a page that an update in place changed and left to
+/// [`Rehash::run`], so that the trees of many pages are rehashed together,
+/// a tree level at a time, several compressions side by side
+/// ([`internal_hash_many`]). Until then the hashes of the changed root
+/// slots that hold internal nodes, and of the page, are not valid.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Unhashed {
+    /// Root slots whose hashes changed.
+    root: u16,
+    /// Root slots whose nodes below changed and stay internal.
+    bottoms: u16,
+    /// Per such root slot, the slots of the node below it that changed.
+    below: [u16; 16],
 }
 
 /// A copy of a page being updated in place.
@@ -518,6 +736,9 @@ struct Edit<'a> {
     root_dirty: u16,
     /// Per root slot, the slots of the node below it that changed.
     below: [u16; 16],
+    /// Root slots whose nodes below changed and stay internal: their
+    /// trees are left to rehash.
+    bottoms: u16,
     added: usize,
     removed: usize,
 }
@@ -565,16 +786,16 @@ impl Edit<'_> {
     }
 
     /// Gives the leaf `id` in root slot `n` (or slot `m` of the node below
-    /// it) the value `value_hash`: a new leaf entry when `id` is shared
-    /// with the page's other versions, the same one when it is this
-    /// version's own. Returns the slot's position.
+    /// it) the value `value_hash`, whose leaf hash is `hash`: a new leaf
+    /// entry when `id` is shared with the page's other versions, the same
+    /// one when it is this version's own. Returns the slot's position.
     fn set_value(
         &mut self,
         n: usize,
         m: Option<usize>,
         id: LeafId,
-        key_hash: &KeyHash,
-        value_hash: &ValueHash,
+        (key_hash, value_hash): (&KeyHash, &ValueHash),
+        hash: Hash,
     ) -> Result<SlotPos, &'static str> {
         // An unhashed node is checked with the leaves it was stored with,
         // before this one changes.
@@ -587,17 +808,14 @@ impl Edit<'_> {
         };
         let (id, moved) = self.page.leaves.replace(id, leaf);
         self.page.dead_leaves += u32::from(moved);
-        let node = Node::Leaf {
-            id,
-            hash: leaf_hash(key_hash, value_hash),
-        };
-        self.set(n, m, node)
+        self.set(n, m, Node::Leaf { id, hash })
     }
 
-    /// Rehashes the changed node below root slot `n`, or, when it is left
-    /// empty or with one leaf, removes it (the leaf moves up into the root
-    /// slot) and lists the changes of that slot as a diff finds them: every
-    /// terminal `old` had below it removed, and the leaf added above.
+    /// Leaves the changed node below root slot `n` to rehash, or, when it
+    /// is left empty or with one leaf, removes it (the leaf moves up into
+    /// the root slot) and lists the changes of that slot as a diff finds
+    /// them: every terminal `old` had below it removed, and the leaf added
+    /// above.
     fn finish_bottom(
         &mut self,
         old: &Page,
@@ -611,11 +829,12 @@ impl Edit<'_> {
             (0, _) => Node::Empty,
             (1, Some(leaf @ Node::Leaf { .. })) => *leaf,
             _ => {
-                let hash = page.rehash_bottom(n, self.below[n]);
+                // The hash is set by the rehash.
                 page.root.children[n] = Node::Inner {
                     id: n as NodeId + 1,
-                    hash,
+                    hash: EMPTY,
                 };
+                self.bottoms |= 1 << n;
                 return;
             }
         };
@@ -999,10 +1218,14 @@ impl Page {
     /// A node below the root whose hashes were not computed (a page read
     /// from a record) is hashed in the copy and checked against its stored
     /// hash before it changes, as [`Dense::for_update`] does.
+    ///
+    /// `leaf_hashes[i]` is the leaf hash of `ups[i]` (when it sets a
+    /// value). The copy's changed binary trees are left to rehash
+    /// ([`InPlace::unhashed`]).
     pub(crate) fn in_place(
         &self,
         depth: usize,
-        ups: &[(KeyHash, Option<ValueHash>)],
+        (ups, leaf_hashes): (&[(KeyHash, Option<ValueHash>)], &[Hash]),
         children: &[(ChildUpdate, Hash)],
         (added, written): (usize, usize),
         changes: &mut Vec<(SlotPos, Option<Terminal>)>,
@@ -1017,6 +1240,7 @@ impl Page {
             page: Arc::make_mut(&mut copy),
             root_dirty: 0,
             below: [0; 16],
+            bottoms: 0,
             added: 0,
             removed: 0,
         };
@@ -1027,6 +1251,7 @@ impl Page {
             let (n, m, node) = self.slot_of(depth, &ups[i].0);
             let end = Self::slot_run_end(depth, ups, i, (n, m));
             let run = &ups[i..end];
+            let run_hashes = &leaf_hashes[i..end];
             i = end;
             if let Node::Page(old) = node {
                 let (Some((child, hash)), Some(m)) = (children.next(), m) else {
@@ -1043,7 +1268,7 @@ impl Page {
             }
             // Deletes and new values of the slot's leaf first, then the key
             // that takes the slot if it is left empty.
-            for (key_hash, value_hash) in run {
+            for ((key_hash, value_hash), &hash) in run.iter().zip(run_hashes) {
                 let (_, _, node) = edit.page.slot_of(depth, key_hash);
                 let Node::Leaf { id, .. } = node else {
                     continue;
@@ -1060,12 +1285,12 @@ impl Page {
                     }
                     Some(v) if edit.page.leaves.get(id).value_hash == *v => {}
                     Some(v) => {
-                        let pos = edit.set_value(n, m, id, key_hash, v)?;
+                        let pos = edit.set_value(n, m, id, (key_hash, v), hash)?;
                         changes.push((pos, Some(leaf_terminal(key_hash, v))));
                     }
                 }
             }
-            for (key_hash, value_hash) in run {
+            for ((key_hash, value_hash), &hash) in run.iter().zip(run_hashes) {
                 let Some(v) = value_hash else { continue };
                 if !edit.page.slot_of(depth, key_hash).2.is_empty() {
                     continue;
@@ -1076,7 +1301,7 @@ impl Page {
                 };
                 let node = Node::Leaf {
                     id: edit.page.leaves.push(leaf),
-                    hash: leaf_hash(key_hash, v),
+                    hash,
                 };
                 let pos = edit.set(n, m, node)?;
                 edit.added += 1;
@@ -1091,20 +1316,25 @@ impl Page {
         let Edit {
             page,
             root_dirty,
+            below,
+            bottoms,
             added,
             removed,
-            ..
         } = edit;
         if depth > 0 && (page.root.occupied() == 0 || page.root.lone_leaf().is_some()) {
             return Ok(None);
         }
-        page.root.rehash(root_dirty);
         if page.leaves.should_fold(page.dead_leaves as usize) {
             compact_leaves(page);
         }
         sort_changes(changes);
         Ok(Some(InPlace {
             page: copy,
+            unhashed: Unhashed {
+                root: root_dirty,
+                bottoms,
+                below,
+            },
             added,
             removed,
         }))

@@ -10,7 +10,10 @@
 //! The second is pure computation over the pages read: it rewrites the
 //! touched paths, keeps the trie canonical (a lone leaf moves up, an empty
 //! subtree disappears) and rehashes only the binary nodes above changed
-//! slots. A page's child pages are written before the page itself (they
+//! slots: those of the pages updated in place in batches of a few pages,
+//! each level of binary nodes of the batch computed side by side in the
+//! CPU's SIMD lanes (`Rehash`), and the leaf hashes of the whole update
+//! up front the same way. A page's child pages are written before the page itself (they
 //! depend on nothing in it, and it needs their new hashes), on several
 //! threads when many updates fall below the page.
 
@@ -23,10 +26,10 @@ use verity_codec::page::{PageDelta, PageRecord, SlotPos, Terminal};
 use verity_codec::varint;
 
 use crate::error::MerkleError;
-use crate::hash::{nibble, Hash, KeyHash, ValueHash, EMPTY};
+use crate::hash::{block, leaf_hash_many, nibble, Hash, KeyHash, ValueHash, EMPTY};
 use crate::page::{
-    ChainInfo, Dense, InPlace, InPlacePlan, Leaf, LeafId, Node, NodeId, Page, VersionedPage,
-    PAGE_LEVELS,
+    ChainInfo, Dense, InPlace, InPlacePlan, Leaf, LeafId, Node, NodeId, Page, Rehash, Unhashed,
+    VersionedPage, PAGE_LEVELS,
 };
 use crate::path::PagePath;
 use crate::source::{PageSource, PageView};
@@ -151,6 +154,64 @@ struct Ctx<'a> {
     version: u64,
     read_version: u64,
     policy: DeltaPolicy,
+    /// The update's changes, and the leaf hash of each that sets a value
+    /// (computed together up front, see [`leaf_hashes`]).
+    updates: &'a [Update],
+    leaf_hashes: &'a [Hash],
+}
+
+impl Ctx<'_> {
+    /// The leaf hashes of `ups`, a part of the update's changes (every
+    /// slice of changes the update passes around is one).
+    fn leaf_hashes_of(&self, ups: &[Update]) -> std::borrow::Cow<'_, [Hash]> {
+        // Where `ups` starts in the changes: a slice that starts at an
+        // element of the array and ends within it is that part of it.
+        let offset = (ups.as_ptr() as usize).wrapping_sub(self.updates.as_ptr() as usize);
+        let start = offset / std::mem::size_of::<Update>();
+        let within = offset.is_multiple_of(std::mem::size_of::<Update>())
+            && start
+                .checked_add(ups.len())
+                .is_some_and(|end| end <= self.updates.len());
+        if within {
+            self.leaf_hashes[start..start + ups.len()].into()
+        } else {
+            // Not a part of the update's changes: computed here.
+            leaf_hashes(ups).into()
+        }
+    }
+}
+
+/// The leaf hash of each change that sets a value (`EMPTY` for a delete),
+/// computed several side by side ([`leaf_hash_many`]), on several threads
+/// for a large update.
+fn leaf_hashes(updates: &[Update]) -> Vec<Hash> {
+    /// Changes a thread hashes at a time.
+    const PIECE: usize = 1024;
+    let hash = |ups: &[Update], out: &mut [Hash]| {
+        let mut blocks = Vec::with_capacity(ups.len());
+        let mut at = Vec::with_capacity(ups.len());
+        for (i, (key_hash, value_hash)) in ups.iter().enumerate() {
+            if let Some(v) = value_hash {
+                blocks.push(block(key_hash, v));
+                at.push(i);
+            }
+        }
+        let mut hashes = vec![EMPTY; blocks.len()];
+        leaf_hash_many(&blocks, &mut hashes);
+        for (i, h) in at.into_iter().zip(hashes) {
+            out[i] = h;
+        }
+    };
+    let mut out = vec![EMPTY; updates.len()];
+    if updates.len() >= 2 * PIECE {
+        updates
+            .par_chunks(PIECE)
+            .zip(out.par_chunks_mut(PIECE))
+            .for_each(|(ups, out)| hash(ups, out));
+    } else {
+        hash(updates, &mut out);
+    }
+    out
 }
 
 #[derive(Default)]
@@ -226,12 +287,15 @@ pub fn apply<S: PageSource + ?Sized>(
         None => prefetch(source, read_version, updates)?,
     };
     let read_time = started.elapsed();
+    let leaf_hashes = leaf_hashes(updates);
     let ctx = Ctx {
         pages: &pages,
         view: view.as_deref(),
         version: write_version,
         read_version,
         policy,
+        updates,
+        leaf_hashes: &leaf_hashes,
     };
     let mut out = Out::default();
     update_page(&ctx, PagePath::ROOT, updates, &mut out)?;
@@ -393,6 +457,28 @@ fn update_read_page(
     ups: &[Update],
     out: &mut Out,
 ) -> Result<Up, MerkleError> {
+    let mut batch = Batch::default();
+    match update_in_batch(ctx, path, old, ups, out, (&mut batch, 0))? {
+        Some(up) => Ok(up),
+        None => {
+            batch.finish(ctx, out);
+            Ok(batch.done.first().map_or(Up::Empty, |d| d.1))
+        }
+    }
+}
+
+/// [`update_read_page`] as job `job` of `batch`: the page's update is left
+/// in the batch to finish with the others (`None`) when it is an update
+/// in place, and done otherwise (the batch's pages are finished first, so
+/// the writes keep the order of the jobs).
+fn update_in_batch<'p>(
+    ctx: &Ctx<'_>,
+    path: PagePath,
+    old: Option<&'p VersionedPage>,
+    ups: &[Update],
+    out: &mut Out,
+    (batch, job): (&mut Batch<'p>, usize),
+) -> Result<Option<Up>, MerkleError> {
     if old.is_none() && !path.is_root() {
         return Err(MerkleError::MissingPage {
             path,
@@ -404,12 +490,13 @@ fn update_read_page(
     // keeps its layout, and its changes are known without a diff.
     let mut done = None;
     if let Some(o) = old.filter(|_| in_place_enabled()) {
-        match update_in_place(ctx, path, o, ups, out)? {
-            InPlaceOutcome::Done(up) => return Ok(up),
+        match update_in_place(ctx, path, o, ups, out, (&mut *batch, job))? {
+            InPlaceOutcome::Batched => return Ok(None),
             InPlaceOutcome::FallBack(ran) => done = Some(ran),
             InPlaceOutcome::NotPlanned => {}
         }
     }
+    batch.finish(ctx, out);
     // The nodes below the root slots the updates fall into are expanded
     // (and hashed, if the page was read from a record that stores only
     // their hashes); the others stay packed. Room for what the updates can
@@ -440,19 +527,19 @@ fn update_read_page(
                 _ => Up::Empty,
             };
             emit(ctx, path, old, None, out);
-            return Ok(up);
+            return Ok(Some(up));
         }
     }
     let hash = page.hash();
     let page = page.pack(old.map(|o| &*o.page));
     emit(ctx, path, old, Some(page), out);
-    Ok(Up::Page(hash))
+    Ok(Some(Up::Page(hash)))
 }
 
 /// What [`update_in_place`] did.
 enum InPlaceOutcome {
-    /// The page was written; what its parent slot now holds.
-    Done(Up),
+    /// The page is updated and left in the batch to finish.
+    Batched,
     /// A child page collapsed, or the page itself does: the general update
     /// takes over with these results of the child pages (it plans the same
     /// child pages in the same order).
@@ -463,13 +550,15 @@ enum InPlaceOutcome {
 
 /// Updates the page `old` at `path` in place when its nodes all stay where
 /// they are (see [`Page::plan_in_place`]): its child pages first, then a
-/// copy of the page with the changed slots rewritten.
-fn update_in_place(
+/// copy of the page with the changed slots rewritten, left in `batch` as
+/// its job `job` to rehash and write with the others.
+fn update_in_place<'p>(
     ctx: &Ctx<'_>,
     path: PagePath,
-    old: &VersionedPage,
+    old: &'p VersionedPage,
     ups: &[Update],
     out: &mut Out,
+    (batch, job): (&mut Batch<'p>, usize),
 ) -> Result<InPlaceOutcome, MerkleError> {
     let depth = path.len();
     let Some(InPlacePlan {
@@ -480,13 +569,17 @@ fn update_in_place(
     else {
         return Ok(InPlaceOutcome::NotPlanned);
     };
-    let jobs = children
+    let jobs: Vec<_> = children
         .iter()
         .map(|c| {
             let sub = &ups[c.range.clone()];
             Job::Update(PagePath::from_key(&sub[0].0, depth + PAGE_LEVELS), sub)
         })
         .collect();
+    if !jobs.is_empty() {
+        // The child pages' writes come after those of the pages before.
+        batch.finish(ctx, out);
+    }
     let ran = run_jobs(ctx, jobs, ups.len(), out)?;
     let hashes: Option<Vec<_>> = children
         .into_iter()
@@ -499,28 +592,104 @@ fn update_in_place(
     let Some(hashes) = hashes else {
         return Ok(fall_back(ran));
     };
-    CHANGES.with(|changes| {
-        let changes = &mut changes.borrow_mut();
-        let in_place = old
-            .page
-            .in_place(depth, ups, &hashes, (added, written), changes)
-            .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
-        let Some(InPlace {
-            page,
-            added,
-            removed,
-        }) = in_place
-        else {
-            return Ok(fall_back(ran));
-        };
-        #[cfg(test)]
-        IN_PLACE.with(|r| r.set(r.get() + 1));
-        let hash = page.hash();
-        if !changes.is_empty() {
-            write_page(ctx, path, Some((old, changes, removed, added)), page, out);
+    let mut changes = CHANGES.with(|c| c.borrow_mut().pop()).unwrap_or_default();
+    let leaf_hashes = ctx.leaf_hashes_of(ups);
+    let in_place = old
+        .page
+        .in_place(
+            depth,
+            (ups, &leaf_hashes),
+            &hashes,
+            (added, written),
+            &mut changes,
+        )
+        .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
+    let Some(in_place) = in_place else {
+        CHANGES.with(|c| c.borrow_mut().push(changes));
+        return Ok(fall_back(ran));
+    };
+    #[cfg(test)]
+    IN_PLACE.with(|r| r.set(r.get() + 1));
+    batch.pages.push(Batched {
+        job,
+        path,
+        old,
+        in_place,
+        changes,
+    });
+    if batch.pages.len() >= BATCH_PAGES {
+        batch.finish(ctx, out);
+    }
+    Ok(InPlaceOutcome::Batched)
+}
+
+/// The changes of a delta, in position order.
+type ChangeList = Vec<(SlotPos, Option<Terminal>)>;
+
+/// Most pages rehashed together: one group of AVX2's eight lanes a tree
+/// level (the root trees of a level of small pages). The pages of a batch
+/// are edited, rehashed and written one after the other, so they should
+/// stay in the core's caches from one step to the next: one batch of all
+/// of a page's child pages (about 40 at 1M keys) measured no faster than
+/// one page at a time, 8 measured 1.05x, 16 the same as 8 (BENCHMARKS.md).
+const BATCH_PAGES: usize = 8;
+
+/// A page updated in place whose binary trees are not rehashed yet.
+struct Batched<'p> {
+    /// Its job in the batch.
+    job: usize,
+    path: PagePath,
+    old: &'p VersionedPage,
+    in_place: InPlace,
+    /// The changes from `old`.
+    changes: ChangeList,
+}
+
+/// Pages updated in place, left to rehash together (see [`Rehash`]) and
+/// then write; and what each finished job's parent slot now holds.
+#[derive(Default)]
+struct Batch<'p> {
+    pages: Vec<Batched<'p>>,
+    done: Vec<(usize, Up)>,
+}
+
+impl Batch<'_> {
+    /// Rehashes the pages of the batch and writes them, in the order they
+    /// came.
+    fn finish(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        if self.pages.is_empty() {
+            return;
         }
-        Ok(InPlaceOutcome::Done(Up::Page(hash)))
-    })
+        #[cfg(test)]
+        if self.pages.len() > 1 {
+            BATCHED.with(|r| r.set(r.get() + self.pages.len()));
+        }
+        REHASH.with(|rehash| {
+            let mut pages: Vec<(&mut Page, Unhashed)> = self
+                .pages
+                .iter_mut()
+                .map(|b| (Arc::make_mut(&mut b.in_place.page), b.in_place.unhashed))
+                .collect();
+            rehash.borrow_mut().run(&mut pages);
+        });
+        for b in self.pages.drain(..) {
+            let InPlace {
+                page,
+                added,
+                removed,
+                ..
+            } = b.in_place;
+            let hash = page.hash();
+            if !b.changes.is_empty() {
+                let changes = (b.old, &b.changes[..], removed, added);
+                write_page(ctx, b.path, Some(changes), page, out);
+            }
+            self.done.push((b.job, Up::Page(hash)));
+            let mut changes = b.changes;
+            changes.clear();
+            CHANGES.with(|c| c.borrow_mut().push(changes));
+        }
+    }
 }
 
 /// [`InPlaceOutcome::FallBack`] with the child pages' results `ran`.
@@ -605,15 +774,29 @@ fn run_jobs(
             }
         }
         std::hint::black_box(warm);
-        let mut done = Vec::with_capacity(jobs.len());
-        for (job, page) in jobs.iter().zip(&read) {
-            done.push(match job {
+        // The pages updated in place are rehashed and written together,
+        // `BATCH_PAGES` at a time (and before a page that is not, to keep
+        // the order of the writes).
+        let mut done = vec![Up::Empty; jobs.len()];
+        let mut batch = Batch::default();
+        for (i, (job, page)) in jobs.iter().zip(&read).enumerate() {
+            match job {
                 Job::Update(path, ups) => {
                     out.pages_read += 1;
-                    update_read_page(ctx, *path, page.as_deref(), ups, out)?
+                    let old = page.as_deref();
+                    if let Some(up) = update_in_batch(ctx, *path, old, ups, out, (&mut batch, i))? {
+                        done[i] = up;
+                    }
                 }
-                Job::Build(path, leaves) => build_page(ctx, *path, leaves, out)?,
-            });
+                Job::Build(path, leaves) => {
+                    batch.finish(ctx, out);
+                    done[i] = build_page(ctx, *path, leaves, out)?;
+                }
+            }
+        }
+        batch.finish(ctx, out);
+        for (i, up) in batch.done {
+            done[i] = up;
         }
         return Ok(done);
     }
@@ -877,9 +1060,12 @@ fn base_len(terminals: usize) -> usize {
 }
 
 thread_local! {
-    /// The changes of the page this thread updates in place.
-    static CHANGES: std::cell::RefCell<Vec<(SlotPos, Option<Terminal>)>> =
+    /// Arrays for the changes of the pages this thread updates in place,
+    /// kept for the next ones.
+    static CHANGES: std::cell::RefCell<Vec<ChangeList>> =
         const { std::cell::RefCell::new(Vec::new()) };
+    /// This thread's buffers for rehashing pages updated in place.
+    static REHASH: std::cell::RefCell<Rehash> = std::cell::RefCell::new(Rehash::default());
     /// The buffer this thread encodes records in before copying them into
     /// their shared allocation.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -1026,6 +1212,8 @@ thread_local! {
     /// Pages this thread planned in place and then updated by the general
     /// update, because a child page collapsed or the page itself goes.
     static FELL_BACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Pages this thread rehashed in batches of more than one.
+    static BATCHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
@@ -1277,7 +1465,7 @@ mod tests {
             store.apply(&out).expect("apply");
             version += 1;
         }
-        let (mut in_place, mut fell_back) = (0, 0);
+        let (mut in_place, mut fell_back, mut batched) = (0, 0, 0);
         for round in 0..40 * verity_testkit::scale() {
             // Blocks of new values only, then blocks that also insert and
             // delete.
@@ -1298,9 +1486,11 @@ mod tests {
             ups.dedup_by_key(|u| u.0);
             IN_PLACE.with(|r| r.set(0));
             FELL_BACK.with(|r| r.set(0));
+            BATCHED.with(|r| r.set(0));
             let fast = run(&store, policy, version, &ups, true);
             in_place += IN_PLACE.with(|r| r.get());
             fell_back += FELL_BACK.with(|r| r.get());
+            batched += BATCHED.with(|r| r.get());
             let general = run(&store, policy, version, &ups, false);
             assert_same(&fast, &general, seed);
             // Over pages read from records, nodes below page roots are
@@ -1315,6 +1505,7 @@ mod tests {
             version += 1;
         }
         assert!(in_place > 0, "no page was updated in place, seed {seed}");
+        assert!(batched > 0, "no pages were rehashed together, seed {seed}");
         assert!(
             fell_back > 0,
             "no child page collapsed below a page planned in place, seed {seed}"
