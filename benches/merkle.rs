@@ -63,6 +63,20 @@ fn benches(c: &mut Criterion) {
     g.bench_function("one compression (64-byte keyed hash)", |bench| {
         bench.iter(|| verity::merkle::hash::leaf_hash(criterion::black_box(&a), &b))
     });
+    // Many at once, side by side in the SIMD lanes (an update rehashes the
+    // pages it changes this way, a binary level at a time).
+    for lanes in [4usize, 8, 16, 64] {
+        let blocks: Vec<[u8; 64]> = (0..lanes)
+            .map(|i| verity::merkle::hash::block(&[i as u8; 32], &b))
+            .collect();
+        let mut out = vec![[0u8; 32]; lanes];
+        g.throughput(Throughput::Elements(lanes as u64));
+        g.bench_function(format!("{lanes} compressions side by side"), |bench| {
+            bench.iter(|| {
+                verity::merkle::hash::leaf_hash_many(criterion::black_box(&blocks), &mut out)
+            })
+        });
+    }
     g.finish();
 
     let n = keys_from_env();

@@ -167,7 +167,7 @@ fn hash_many(key: &[u32; 8], blocks: &[[u8; 64]], out: &mut [Hash]) {
 
 /// The 64-byte block `a || b`.
 #[inline]
-pub(crate) fn block(a: &Hash, b: &Hash) -> [u8; 64] {
+pub fn block(a: &Hash, b: &Hash) -> [u8; 64] {
     let mut block = [0u8; 64];
     block[..32].copy_from_slice(a);
     block[32..].copy_from_slice(b);
@@ -176,14 +176,22 @@ pub(crate) fn block(a: &Hash, b: &Hash) -> [u8; 64] {
 
 /// Leaf hashes of many leaves at once: `out[i]` is the [`leaf_hash`] of
 /// `blocks[i]` (a [`block`] of a key hash and a value hash).
-pub(crate) fn leaf_hash_many(blocks: &[[u8; 64]], out: &mut [Hash]) {
+///
+/// # Panics
+///
+/// If `out` and `blocks` differ in length.
+pub fn leaf_hash_many(blocks: &[[u8; 64]], out: &mut [Hash]) {
     hash_many(&LEAF_WORDS, blocks, out);
 }
 
 /// Internal hashes of many pairs at once: `out[i]` is the
 /// [`internal_hash`] of `blocks[i]` (a [`block`] of a left and a right
 /// child, not both [`EMPTY`]: the caller gives those `EMPTY` itself).
-pub(crate) fn internal_hash_many(blocks: &[[u8; 64]], out: &mut [Hash]) {
+///
+/// # Panics
+///
+/// If `out` and `blocks` differ in length.
+pub fn internal_hash_many(blocks: &[[u8; 64]], out: &mut [Hash]) {
     hash_many(&INTERNAL_WORDS, blocks, out);
 }
 

@@ -17,6 +17,7 @@
 //! depend on nothing in it, and it needs their new hashes), on several
 //! threads when many updates fall below the page.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -163,7 +164,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// The leaf hashes of `ups`, a part of the update's changes (every
     /// slice of changes the update passes around is one).
-    fn leaf_hashes_of(&self, ups: &[Update]) -> std::borrow::Cow<'_, [Hash]> {
+    fn leaf_hashes_of(&self, ups: &[Update]) -> Cow<'_, [Hash]> {
         // Where `ups` starts in the changes: a slice that starts at an
         // element of the array and ends within it is that part of it.
         let offset = (ups.as_ptr() as usize).wrapping_sub(self.updates.as_ptr() as usize);
@@ -739,41 +740,36 @@ fn run_jobs(
         Job::Build(path, leaves) => build_page(ctx, *path, leaves, out),
     };
     if jobs.len() < 2 || weight < PARALLEL_MIN {
-        let Some(view) = ctx.view.filter(|_| jobs.len() >= 2) else {
+        if jobs.len() < 2 {
             return jobs.iter().map(|job| run(job, out)).collect();
-        };
-        // Pages in memory: look all of them up, then read the lines each
-        // update reads first, a stage at a time (the page root's slot,
-        // then the leaf below it), then update them. Within a stage the
-        // reads do not wait on one another, so their cache misses overlap
-        // (against reading each page where its update starts: 1.1x the
-        // blocks of 1M keys for the lookups, 1.05x more for the stages).
+        }
         let mut read = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            read.push(match job {
-                Job::Update(path, _) => view.page(path)?,
-                Job::Build(..) => None,
-            });
-        }
-        let first_key = |job: &Job<'_>| match job {
-            Job::Update(path, ups) => ups.first().map(|u| (path.len(), u.0)),
-            Job::Build(..) => None,
-        };
-        let slots: Vec<_> = jobs
-            .iter()
-            .zip(&read)
-            .map(|(job, page)| {
-                let (depth, key) = first_key(job)?;
-                Some(page.as_ref()?.page.warm_slot(depth, &key))
-            })
-            .collect();
-        let mut warm = 0u8;
-        for ((job, page), slot) in jobs.iter().zip(&read).zip(slots) {
-            if let (Some((depth, key)), Some(page), Some(slot)) = (first_key(job), page, slot) {
-                warm ^= page.page.warm_leaf(depth, &key, slot);
+        match ctx.view {
+            Some(view) => {
+                // Pages in memory: look all of them up, then read the lines
+                // each update reads first, a stage at a time (the page
+                // root's slot, then the leaf below it), then update them.
+                // Within a stage the reads do not wait on one another, so
+                // their cache misses overlap (against reading each page
+                // where its update starts: 1.1x the blocks of 1M keys for
+                // the lookups, 1.05x more for the stages).
+                for job in &jobs {
+                    read.push(match job {
+                        Job::Update(path, _) => {
+                            out.pages_read += 1;
+                            view.page(path)?
+                        }
+                        Job::Build(..) => None,
+                    });
+                }
+                warm(&jobs, &read);
             }
+            // Pages read before the update.
+            None => read.extend(jobs.iter().map(|job| match job {
+                Job::Update(path, _) => ctx.pages.get(path).map(Cow::Borrowed),
+                Job::Build(..) => None,
+            })),
         }
-        std::hint::black_box(warm);
         // The pages updated in place are rehashed and written together,
         // `BATCH_PAGES` at a time (and before a page that is not, to keep
         // the order of the writes).
@@ -782,7 +778,6 @@ fn run_jobs(
         for (i, (job, page)) in jobs.iter().zip(&read).enumerate() {
             match job {
                 Job::Update(path, ups) => {
-                    out.pages_read += 1;
                     let old = page.as_deref();
                     if let Some(up) = update_in_batch(ctx, *path, old, ups, out, (&mut batch, i))? {
                         done[i] = up;
@@ -828,6 +823,31 @@ fn run_jobs(
         }
     }
     Ok(nodes)
+}
+
+/// Reads the lines of the pages `read` (of `jobs`) that their updates read
+/// first, a stage at a time: the page root's slot of each job's first key,
+/// then the leaf below it.
+fn warm(jobs: &[Job<'_>], read: &[Option<Cow<'_, VersionedPage>>]) {
+    let first_key = |job: &Job<'_>| match job {
+        Job::Update(path, ups) => ups.first().map(|u| (path.len(), u.0)),
+        Job::Build(..) => None,
+    };
+    let slots: Vec<_> = jobs
+        .iter()
+        .zip(read)
+        .map(|(job, page)| {
+            let (depth, key) = first_key(job)?;
+            Some(page.as_ref()?.page.warm_slot(depth, &key))
+        })
+        .collect();
+    let mut warm = 0u8;
+    for ((job, page), slot) in jobs.iter().zip(read).zip(slots) {
+        if let (Some((depth, key)), Some(page), Some(slot)) = (first_key(job), page, slot) {
+            warm ^= page.page.warm_leaf(depth, &key, slot);
+        }
+    }
+    std::hint::black_box(warm);
 }
 
 /// Lists, in the order [`update_node`] meets them, the child pages that
