@@ -195,6 +195,15 @@ impl Node {
         }
     }
 
+    /// The node's hash, by reference.
+    #[inline]
+    fn hash_ref(&self) -> &Hash {
+        match self {
+            Node::Empty => &EMPTY,
+            Node::Leaf { hash, .. } | Node::Inner { hash, .. } | Node::Page(hash) => hash,
+        }
+    }
+
     /// True for [`Node::Empty`].
     #[inline]
     pub fn is_empty(&self) -> bool {
@@ -488,26 +497,27 @@ impl Rehash {
                     next |= 1 << j;
                     let (l, r) = match (level, task.at) {
                         (3, TreeAt::Root) => (
-                            page.root.children[2 * j].hash(),
-                            page.root.children[2 * j + 1].hash(),
+                            page.root.children[2 * j].hash_ref(),
+                            page.root.children[2 * j + 1].hash_ref(),
                         ),
                         (3, TreeAt::Kept { n, .. } | TreeAt::Scratch { n, .. }) => {
                             let b = &page.bottoms[n];
                             (
-                                b.slot(&page.slots, 2 * j).hash(),
-                                b.slot(&page.slots, 2 * j + 1).hash(),
+                                b.slot_ref(&page.slots, 2 * j).hash_ref(),
+                                b.slot_ref(&page.slots, 2 * j + 1).hash_ref(),
                             )
                         }
                         _ => (
-                            tree[heap(level + 1, 2 * j)],
-                            tree[heap(level + 1, 2 * j + 1)],
+                            &tree[heap(level + 1, 2 * j)],
+                            &tree[heap(level + 1, 2 * j + 1)],
                         ),
                     };
-                    if l == EMPTY && r == EMPTY {
-                        tree[heap(level, j)] = EMPTY;
-                    } else {
-                        blocks.push(block(&l, &r));
+                    let empty = *l == EMPTY && *r == EMPTY;
+                    if !empty {
+                        blocks.push(block(l, r));
                         dests.push((k, heap(level, j)));
+                    } else {
+                        tree[heap(level, j)] = EMPTY;
                     }
                 }
                 task.mask = next;
@@ -577,10 +587,16 @@ impl Bottom {
     /// Slot `m` of the node, whose run is in `slots` (its page's).
     #[inline]
     fn slot(&self, slots: &[Node], m: usize) -> Node {
+        *self.slot_ref(slots, m)
+    }
+
+    /// [`Bottom::slot`], by reference.
+    #[inline]
+    fn slot_ref<'s>(&self, slots: &'s [Node], m: usize) -> &'s Node {
         if self.mask & (1 << m) == 0 {
-            Node::Empty
+            &Node::Empty
         } else {
-            slots[self.index(m)]
+            &slots[self.index(m)]
         }
     }
 }
