@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -446,12 +446,24 @@ struct Log {
 }
 
 impl Log {
+    /// Opens the log to append to it. A line the last child was killed
+    /// in the middle of (its end not written, so not synced: the event it
+    /// was to announce or report never happened or was never reported)
+    /// is cut off first; appended to, it would run into the next line.
     fn open(path: &Path) -> Result<Log> {
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
+        let mut text = Vec::new();
+        (&file).read_to_end(&mut text)?;
+        if text.last().is_some_and(|&b| b != b'\n') {
+            let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            file.set_len(whole as u64)?;
+            file.sync_data()?;
+        }
         Ok(Log { file })
     }
 
@@ -478,8 +490,13 @@ fn read_log(path: &Path) -> Result<LogState> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(st),
         Err(e) => return Err(e.into()),
     };
-    for line in BufReader::new(file).lines() {
-        let line = line?;
+    let mut text = String::new();
+    BufReader::new(file).read_to_string(&mut text)?;
+    // Whole lines only: the kill can cut the last one.
+    for line in text.split_inclusive('\n') {
+        let Some(line) = line.strip_suffix('\n') else {
+            break;
+        };
         st.lines += 1;
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next(), parts.next()) {
@@ -493,8 +510,7 @@ fn read_log(path: &Path) -> Result<LogState> {
             }
             (Some("prune-done"), Some(b), _) => st.floor = st.floor.max(b.parse()?),
             (Some("pending" | "prune-pending" | "open"), Some(_), _) => {}
-            // The kill can cut the last line.
-            _ => {}
+            _ => bail!("log: a line that is none of its kinds: {line:?}"),
         }
     }
     Ok(st)
@@ -1248,4 +1264,33 @@ fn read_back(
     }
     db.close()?;
     Ok(latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_cut_by_the_kill_is_dropped_and_the_next_child_starts_a_new_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let root = hex(&[7u8; 32]);
+        // A child killed in the middle of its third line.
+        fs::write(
+            &path,
+            format!("open 1\ndone 1 {root}\ndone 2 {}", &root[..33]),
+        )
+        .expect("write");
+        let st = read_log(&path).expect("a cut last line is not an error");
+        assert_eq!((st.acked, st.lines), (1, 2));
+        // The next child appends after the whole lines only.
+        let mut log = Log::open(&path).expect("open");
+        log.line(&format!("done 2 {root}")).expect("line");
+        let st = read_log(&path).expect("read");
+        assert_eq!((st.acked, st.lines), (2, 3));
+        assert_eq!(st.roots.get(&2), Some(&[7u8; 32]));
+        // A whole line that is none of the log's kinds is an error.
+        fs::write(&path, "open 1\nnonsense\n").expect("write");
+        assert!(read_log(&path).is_err());
+    }
 }
