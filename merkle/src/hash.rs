@@ -191,7 +191,7 @@ pub fn leaf_hash_many(blocks: &[[u8; 64]], out: &mut [Hash]) {
 /// # Panics
 ///
 /// If `out` and `blocks` differ in length.
-pub fn internal_hash_many(blocks: &[[u8; 64]], out: &mut [Hash]) {
+pub(crate) fn internal_hash_many(blocks: &[[u8; 64]], out: &mut [Hash]) {
     hash_many(&INTERNAL_WORDS, blocks, out);
 }
 
