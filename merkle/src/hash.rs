@@ -139,7 +139,7 @@ const LANES: usize = 16;
 
 /// `out[i] = blake3_keyed(key, blocks[i])` for 64-byte blocks, computed
 /// several at a time in the SIMD lanes of the CPU: where one compression
-/// takes about 65 ns on an AVX2 core, eight side by side take about 19 ns
+/// takes about 70 ns on an AVX2 core, eight side by side take about 19 ns
 /// each (BENCHMARKS.md). Like [`keyed64`], this calls `blake3::platform`
 /// directly: `hash_many` with one block per input, counter 0 and the flags
 /// of a lone, final, root chunk computes exactly the one-block keyed hash

@@ -368,8 +368,8 @@ struct TreeTask {
 /// (of every tree of every page) computed side by side in the CPU's SIMD
 /// lanes ([`internal_hash_many`]). A page's update rehashes a chain of
 /// binary nodes, each waiting for the one below: alone, one compression at
-/// a time. The rehash computes the same binary nodes as [`rehash_tree`]
-/// and [`Page::rehash_bottom`], and keeps the same trees.
+/// a time. The rehash computes the same binary nodes as [`rehash_tree`],
+/// and keeps the trees [`Page::bottom_tree`] decides.
 ///
 /// Its buffers are kept between runs.
 #[derive(Debug, Default)]
@@ -396,20 +396,13 @@ impl Rehash {
                 bottoms &= bottoms - 1;
                 let b = page.bottoms[n];
                 debug_assert!(b.hashed, "rehashing an unhashed node");
-                // As `rehash_bottom`: a kept tree above the changed slots;
-                // a node that turned dense gets a tree, one that is sparse
-                // is computed over its occupied slots (the others are
+                // A kept tree above the changed slots; a new tree, or a
+                // sparse node's, over the occupied slots (the others are
                 // empty, and so is the tree it starts from).
-                let (at, mask) = if b.tree != NO_TREE {
-                    let t = b.tree as usize;
-                    (TreeAt::Kept { n, t }, unhashed.below[n])
-                } else if b.mask.count_ones() as usize >= TREE_MIN {
-                    page.trees.push([EMPTY; 15]);
-                    let t = page.trees.len() - 1;
-                    page.bottoms[n].tree = t as u32;
-                    (TreeAt::Kept { n, t }, b.mask)
-                } else {
-                    (TreeAt::Scratch { n }, b.mask)
+                let (at, mask) = match page.bottom_tree(n) {
+                    Some((t, false)) => (TreeAt::Kept { n, t }, unhashed.below[n]),
+                    Some((t, true)) => (TreeAt::Kept { n, t }, b.mask),
+                    None => (TreeAt::Scratch { n }, b.mask),
                 };
                 self.tasks.push(TreeTask {
                     page: i,
@@ -1397,48 +1390,47 @@ impl Page {
         }
         // An unhashed node keeps no tree: this computes all of it (and
         // keeps it if the node is dense).
-        if self.rehash_bottom(n, 0xffff) != self.root.children[n].hash() {
+        if self.rehash_bottom(n) != self.root.children[n].hash() {
             return Err(STORED_HASH_MISMATCH);
         }
         self.bottoms[n].hashed = true;
         Ok(())
     }
 
-    /// Recomputes the binary tree of the (hashed) node below root slot `n`
-    /// above its slots in `dirty`, or all of it when the page keeps no tree
-    /// for the node, and returns the node's hash. Afterwards the page keeps
-    /// the node's tree exactly when the node is dense (`TREE_MIN` slots or
+    /// Recomputes the whole binary tree of the (hashed) node below root
+    /// slot `n` and returns the node's hash. Afterwards the page keeps the
+    /// node's tree exactly when the node is dense (`TREE_MIN` slots or
     /// more), as packing a page decides.
-    fn rehash_bottom(&mut self, n: usize, dirty: u16) -> Hash {
+    fn rehash_bottom(&mut self, n: usize) -> Hash {
         let b = self.bottoms[n];
-        let dense = b.mask.count_ones() as usize >= TREE_MIN;
-        if b.tree == NO_TREE && !dense {
+        let Some((t, _)) = self.bottom_tree(n) else {
             return sparse_tree_hash(b.mask, self.run(n));
-        }
-        // The slot hashes the rehash reads, taken from the packed run
-        // (two a dirty slot, where copying all 16 out first moved 512
-        // bytes).
-        let run = &self.slots;
-        let slot = |m: usize| b.slot(run, m).hash();
-        let hash = match self.trees.get_mut(b.tree as usize) {
-            Some(tree) => {
-                rehash_tree(tree, slot, dirty);
-                tree[0]
-            }
-            None => {
-                let mut tree = [EMPTY; 15];
-                rehash_tree(&mut tree, slot, 0xffff);
-                if dense {
-                    self.trees.push(tree);
-                    self.bottoms[n].tree = (self.trees.len() - 1) as u32;
-                }
-                tree[0]
-            }
         };
-        if !dense {
+        // The slot hashes the rehash reads, taken from the packed run.
+        let run = &self.slots;
+        rehash_tree(&mut self.trees[t], |m| b.slot(run, m).hash(), 0xffff);
+        let hash = self.trees[t][0];
+        if (b.mask.count_ones() as usize) < TREE_MIN {
             self.drop_tree(n);
         }
         hash
+    }
+
+    /// The tree a rehash of the node below root slot `n` computes in: the
+    /// one the page keeps for it, or a new one (all `EMPTY`; `true`) when
+    /// the node turned dense, or none for a sparse node that keeps none
+    /// (computed over its occupied slots and kept nowhere).
+    fn bottom_tree(&mut self, n: usize) -> Option<(usize, bool)> {
+        let b = self.bottoms[n];
+        if b.tree != NO_TREE {
+            Some((b.tree as usize, false))
+        } else if b.mask.count_ones() as usize >= TREE_MIN {
+            self.trees.push([EMPTY; 15]);
+            self.bottoms[n].tree = (self.trees.len() - 1) as u32;
+            Some((self.trees.len() - 1, true))
+        } else {
+            None
+        }
     }
 
     /// Drops the binary tree the page keeps for the node below root slot

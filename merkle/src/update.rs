@@ -13,9 +13,9 @@
 //! slots: those of the pages updated in place in batches of a few pages,
 //! each level of binary nodes of the batch computed side by side in the
 //! CPU's SIMD lanes (`Rehash`), and the leaf hashes of the whole update
-//! up front the same way. A page's child pages are written before the page itself (they
-//! depend on nothing in it, and it needs their new hashes), on several
-//! threads when many updates fall below the page.
+//! up front the same way. A page's child pages are written before the
+//! page itself (they depend on nothing in it, and it needs their new
+//! hashes), on several threads when many updates fall below the page.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -632,7 +632,9 @@ type ChangeList = Vec<(SlotPos, Option<Terminal>)>;
 /// are edited, rehashed and written one after the other, so they should
 /// stay in the core's caches from one step to the next: one batch of all
 /// of a page's child pages (about 40 at 1M keys) measured no faster than
-/// one page at a time, 8 measured 1.05x, 16 the same as 8 (BENCHMARKS.md).
+/// the update before batches, batches of 8 1.04x faster than it (and
+/// 1.03x faster than batches of one page), 16 the same as 8
+/// (BENCHMARKS.md).
 const BATCH_PAGES: usize = 8;
 
 /// A page updated in place whose binary trees are not rehashed yet.
