@@ -707,6 +707,10 @@ pub(crate) struct InPlacePlan {
     /// At most how many leaf entries the update writes: the leaves it adds
     /// and the leaves whose values it changes.
     pub(crate) written: usize,
+    /// Root slots holding a leaf (or given one) that a second leaf turns
+    /// into a node below the root: each such node takes the two leaves'
+    /// packed slots, one more than the leaves added.
+    pub(crate) splits: usize,
 }
 
 /// A page updated in place (see [`Page::in_place`]).
@@ -818,6 +822,57 @@ impl Edit<'_> {
         let (id, moved) = self.page.leaves.replace(id, leaf);
         self.page.dead_leaves += u32::from(moved);
         self.set(n, m, Node::Leaf { id, hash })
+    }
+
+    /// Moves the leaf in root slot `n` (of a page root at nibble `depth`)
+    /// into a new node below the slot, where a second leaf is about to
+    /// join it, and lists the move as a diff from `old` (the page before
+    /// the update) finds it: the leaf added below, and the root slot's
+    /// terminal in `old`, if any, removed. The node's hash is set when it
+    /// is rehashed (see [`Edit::finish_bottom`]).
+    fn split(
+        &mut self,
+        old: &Page,
+        n: usize,
+        depth: usize,
+        changes: &mut Vec<(SlotPos, Option<Terminal>)>,
+    ) -> Result<(), &'static str> {
+        let page = &mut *self.page;
+        let leaf @ Node::Leaf { id, .. } = page.root.children[n] else {
+            return Err(NOT_IN_PLACE);
+        };
+        let l = *page.leaves.get(id);
+        let m = usize::from(nibble(&l.key_hash, depth + 1));
+        // The node's run starts where the runs of the nodes before it end.
+        let start = (0..n)
+            .rev()
+            .find(|&k| matches!(page.root.children[k], Node::Inner { .. }))
+            .map_or(0, |k| {
+                let b = page.bottoms[k];
+                b.start as usize + b.mask.count_ones() as usize
+            });
+        page.slots.insert(start, leaf);
+        page.bottoms[n] = Bottom {
+            start: start as u32,
+            mask: 1 << m,
+            hashed: true,
+            tree: NO_TREE,
+        };
+        page.root.children[n] = Node::Inner {
+            id: n as NodeId + 1,
+            hash: EMPTY,
+        };
+        page.shift_runs_after(n, 1);
+        self.root_dirty |= 1 << n;
+        self.below[n] |= 1 << m;
+        let above = SlotPos::new(1, n as u16).unwrap_or_else(unreachable_pos);
+        changes.retain(|(pos, _)| *pos != above);
+        if !old.root.children[n].is_empty() {
+            changes.push((above, None));
+        }
+        let below = SlotPos::new(2, (n << 4 | m) as u16).unwrap_or_else(unreachable_pos);
+        changes.push((below, Some(leaf_terminal(&l.key_hash, &l.value_hash))));
+        Ok(())
     }
 
     /// Leaves the changed node below root slot `n` to rehash, or, when it
@@ -1153,16 +1208,18 @@ impl Page {
     /// Plans an update that keeps this page's nodes where they are (see
     /// [`Page::in_place`]), for `ups` strictly sorted by key hash and the
     /// page root at nibble `depth`: each slot the updates reach must end up
-    /// holding at most one leaf, or be a child page's reference. Returns,
-    /// in key order, the child pages to update first (their slots and
-    /// their ranges of `ups`) and how many leaves the update can add, or
-    /// `None` when a slot would need a new node or page below it: the
+    /// holding at most one leaf, or be a child page's reference, or be a
+    /// root slot left with two leaves whose paths part at the next nibble
+    /// (a new node below the root takes them). Returns, in key order, the
+    /// child pages to update first (their slots and their ranges of `ups`)
+    /// and how many leaves and slots the update can add, or `None` when a
+    /// slot would need a new page or a larger new node below it: the
     /// general update handles those.
     ///
     /// This is the common case of a block: most writes change the value of
-    /// a key that exists or insert or delete a key in a slot of its own,
-    /// and the pages above the leaves' pages only see their child pages'
-    /// hashes change.
+    /// a key that exists or insert or delete a key in a slot of its own or
+    /// next to the one leaf of a root slot, and the pages above the leaves'
+    /// pages only see their child pages' hashes change.
     pub(crate) fn plan_in_place(
         &self,
         depth: usize,
@@ -1172,6 +1229,7 @@ impl Page {
             children: Vec::new(),
             added: 0,
             written: 0,
+            splits: 0,
         };
         let mut i = 0;
         while i < ups.len() {
@@ -1199,8 +1257,24 @@ impl Page {
                 .iter()
                 .filter(|u| u.1.is_some() && Some(u.0) != existing)
                 .count();
-            if usize::from(kept) + added > 1 {
-                return None;
+            match usize::from(kept) + added {
+                0 | 1 => {}
+                // A root slot given a second leaf: a new node below the
+                // root holds the two, when their paths part at the next
+                // nibble (else they need a page of their own).
+                2 if m.is_none() => {
+                    let mut two = run
+                        .iter()
+                        .filter(|u| u.1.is_some() && Some(u.0) != existing)
+                        .map(|u| u.0)
+                        .chain(existing.filter(|_| kept));
+                    let (a, b) = (two.next()?, two.next()?);
+                    if nibble(&a, depth + 1) == nibble(&b, depth + 1) {
+                        return None;
+                    }
+                    plan.splits += 1;
+                }
+                _ => return None,
             }
             let changed = existing.is_some_and(|e| run.iter().any(|u| u.0 == e && u.1.is_some()));
             plan.added += added;
@@ -1212,8 +1286,9 @@ impl Page {
 
     /// The page after the update planned by [`Page::plan_in_place`], given
     /// the new hash of each child page it planned (in its order; every one
-    /// still a page) and its counts of the leaves it adds and writes
-    /// ([`InPlacePlan::added`], [`InPlacePlan::written`]), or `None` when the
+    /// still a page), the packed slots it can add (its
+    /// [`InPlacePlan::added`] plus [`InPlacePlan::splits`]) and the leaves
+    /// it can write ([`InPlacePlan::written`]), or `None` when the
     /// page's root is left with a lone leaf or nothing (the page goes: the
     /// general update handles that).
     ///
@@ -1222,7 +1297,8 @@ impl Page {
     /// with one leaf gives it to the root slot above, and one left empty
     /// goes. `changes` is set to the changes from this page to the copy in
     /// position order, what [`Page::changes_since`] would find, without a
-    /// diff. No expanded form, no packing.
+    /// diff. No expanded form, no packing. A root slot's leaf that a second
+    /// leaf joins moves into a new node below the slot with it.
     ///
     /// A node below the root whose hashes were not computed (a page read
     /// from a record) is hashed in the copy and checked against its stored
@@ -1236,7 +1312,7 @@ impl Page {
         depth: usize,
         (ups, leaf_hashes): (&[(KeyHash, Option<ValueHash>)], &[Hash]),
         children: &[(ChildUpdate, Hash)],
-        (added, written): (usize, usize),
+        (slots, written): (usize, usize),
         changes: &mut Vec<(SlotPos, Option<Terminal>)>,
     ) -> Result<Option<InPlace>, &'static str> {
         // The copy has room for the slots the update adds and the leaves
@@ -1244,7 +1320,7 @@ impl Page {
         // It is built on the stack and moved into its allocation; a copy
         // made straight into the allocation measured no faster
         // (BENCHMARKS.md).
-        let mut copy = Arc::new(self.copy_with_room(added, written));
+        let mut copy = Arc::new(self.copy_with_room(slots, written));
         let mut edit = Edit {
             page: Arc::make_mut(&mut copy),
             root_dirty: 0,
@@ -1301,8 +1377,18 @@ impl Page {
             }
             for ((key_hash, value_hash), &hash) in run.iter().zip(run_hashes) {
                 let Some(v) = value_hash else { continue };
-                if !edit.page.slot_of(depth, key_hash).2.is_empty() {
-                    continue;
+                let (_, mut m, slot) = edit.page.slot_of(depth, key_hash);
+                match slot {
+                    Node::Empty => {}
+                    Node::Leaf { id, .. } if edit.page.leaves.get(id).key_hash == *key_hash => {
+                        continue;
+                    }
+                    // The second leaf of a root slot (planned).
+                    Node::Leaf { .. } if m.is_none() => {
+                        edit.split(self, n, depth, changes)?;
+                        m = Some(usize::from(nibble(key_hash, depth + 1)));
+                    }
+                    _ => return Err(NOT_IN_PLACE),
                 }
                 let leaf = Leaf {
                     key_hash: *key_hash,

@@ -566,6 +566,7 @@ fn update_in_place<'p>(
         children,
         added,
         written,
+        splits,
     }) = old.page.plan_in_place(depth, ups)
     else {
         return Ok(InPlaceOutcome::NotPlanned);
@@ -601,7 +602,7 @@ fn update_in_place<'p>(
             depth,
             (ups, &leaf_hashes),
             &hashes,
-            (added, written),
+            (added + splits, written),
             &mut changes,
         )
         .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
@@ -610,7 +611,10 @@ fn update_in_place<'p>(
         return Ok(fall_back(ran));
     };
     #[cfg(test)]
-    IN_PLACE.with(|r| r.set(r.get() + 1));
+    {
+        IN_PLACE.with(|r| r.set(r.get() + 1));
+        SPLITS.with(|r| r.set(r.get() + splits));
+    }
     batch.pages.push(Batched {
         job,
         path,
@@ -1236,6 +1240,9 @@ thread_local! {
     static FELL_BACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Pages this thread rehashed in batches of more than one.
     static BATCHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Root slots this thread's updates in place gave a second leaf (and a
+    /// new node below them).
+    static SPLITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
@@ -1459,25 +1466,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn updating_in_place_writes_what_the_general_update_writes() {
-        let seed = verity_testkit::seed("updating_in_place");
+    /// Counts of [`compare_in_place`]'s rounds: pages updated in place,
+    /// pages that fell back, pages rehashed in batches, root slots split.
+    type InPlaceCounts = (usize, usize, usize, usize);
+
+    /// Compares the update in place with the general update over rounds
+    /// of blocks of fewer than `block` changes on keys from `key`
+    /// (`initial` of them to start with).
+    fn compare_in_place(
+        seed: u64,
+        (initial, block): (usize, usize),
+        key: impl Fn(&mut ChaCha8Rng) -> KeyHash,
+    ) -> InPlaceCounts {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let policy = DeltaPolicy {
             max_deltas: 3,
             max_chain_percent: 400,
         };
         let store = MemPageStore::new();
-        // Keys clustered under a few root slots, so pages have dense and
-        // sparse nodes below their roots, leaves in root slots and child
-        // pages, and child pages of two or three keys that a delete
-        // collapses.
-        let key = |rng: &mut ChaCha8Rng| {
-            let mut k: KeyHash = rng.gen();
-            k[0] &= 0x31;
-            k
-        };
-        let mut keys: Vec<KeyHash> = (0..1500).map(|_| key(&mut rng)).collect();
+        let mut keys: Vec<KeyHash> = (0..initial).map(|_| key(&mut rng)).collect();
         keys.sort_unstable();
         keys.dedup();
         let mut version = 0;
@@ -1487,29 +1494,40 @@ mod tests {
             store.apply(&out).expect("apply");
             version += 1;
         }
-        let (mut in_place, mut fell_back, mut batched) = (0, 0, 0);
+        let (mut in_place, mut fell_back, mut batched, mut splits) = (0, 0, 0, 0);
         for round in 0..40 * verity_testkit::scale() {
             // Blocks of new values only, then blocks that also insert and
             // delete.
             let mixed = round % 2 == 1;
-            let mut ups: Vec<Update> = (0..rng.gen_range(1..200))
-                .map(|_| {
-                    let k = keys[rng.gen_range(0..keys.len())];
-                    match rng.gen_range(0..10) {
-                        0 if mixed => (key(&mut rng), Some(rng.gen())),
-                        1 if mixed => (k, None),
-                        // Now and then the value a key already has.
-                        2 => (k, crate::read::get(&store, version, &k).expect("get")),
-                        _ => (k, Some(rng.gen())),
+            let mut ups: Vec<Update> = Vec::new();
+            for _ in 0..rng.gen_range(1..block) {
+                let k = keys[rng.gen_range(0..keys.len())];
+                let up = match rng.gen_range(0..10) {
+                    0 if mixed => (key(&mut rng), Some(rng.gen())),
+                    1 if mixed => (k, None),
+                    // Two new keys that part at nibble 3 only: one slot of
+                    // a page at nibble 2 given two leaves at once.
+                    3 if mixed => {
+                        let k = key(&mut rng);
+                        let mut sibling = k;
+                        sibling[1] ^= 0x01;
+                        ups.push((sibling, Some(rng.gen())));
+                        (k, Some(rng.gen()))
                     }
-                })
-                .collect();
+                    // Now and then the value a key already has.
+                    2 => (k, crate::read::get(&store, version, &k).expect("get")),
+                    _ => (k, Some(rng.gen())),
+                };
+                ups.push(up);
+            }
             ups.sort_unstable_by_key(|u| u.0);
             ups.dedup_by_key(|u| u.0);
             IN_PLACE.with(|r| r.set(0));
             FELL_BACK.with(|r| r.set(0));
             BATCHED.with(|r| r.set(0));
+            SPLITS.with(|r| r.set(0));
             let fast = run(&store, policy, version, &ups, true);
+            splits += SPLITS.with(|r| r.get());
             in_place += IN_PLACE.with(|r| r.get());
             fell_back += FELL_BACK.with(|r| r.get());
             batched += BATCHED.with(|r| r.get());
@@ -1526,11 +1544,51 @@ mod tests {
             keys.dedup();
             version += 1;
         }
+        (in_place, fell_back, batched, splits)
+    }
+
+    #[test]
+    fn updating_in_place_writes_what_the_general_update_writes() {
+        let seed = verity_testkit::seed("updating_in_place");
+        // Keys clustered under a few root slots, so pages have dense and
+        // sparse nodes below their roots, leaves in root slots and child
+        // pages, and child pages of two or three keys that a delete
+        // collapses.
+        let (in_place, fell_back, batched, _) = compare_in_place(seed, (1500, 200), |rng| {
+            let mut k: KeyHash = rng.gen();
+            k[0] &= 0x31;
+            k
+        });
         assert!(in_place > 0, "no page was updated in place, seed {seed}");
         assert!(batched > 0, "no pages were rehashed together, seed {seed}");
         assert!(
             fell_back > 0,
             "no child page collapsed below a page planned in place, seed {seed}"
+        );
+    }
+
+    #[test]
+    fn splitting_root_slots_in_place_writes_what_the_general_update_writes() {
+        let seed = verity_testkit::seed("splitting_root_slots_in_place");
+        // Pages of about 20 keys below two root slots: as the pages of
+        // leaves of a large tree, they mix leaves in root slots with small
+        // nodes below them, so inserts give root slots a second leaf
+        // before and after other nodes.
+        // Four runs from seeds that follow the printed one.
+        let (mut in_place, mut splits) = (0, 0);
+        for run in 0..4 {
+            let counts = compare_in_place(seed.wrapping_add(run), (40, 12), |rng| {
+                let mut k: KeyHash = rng.gen();
+                k[0] &= 0x01;
+                k
+            });
+            in_place += counts.0;
+            splits += counts.3;
+        }
+        assert!(in_place > 0, "no page was updated in place, seed {seed}");
+        assert!(
+            splits > 0,
+            "no root slot was given a second leaf in place, seed {seed}"
         );
     }
 }
