@@ -697,6 +697,19 @@ pub(crate) struct ChildUpdate {
     pub(crate) range: std::ops::Range<usize>,
 }
 
+/// What a child page that an update in place planned left in its slot
+/// (see [`Page::in_place`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ChildNow {
+    /// The page, with its new hash.
+    Page(Hash),
+    /// The lone leaf the page collapsed to, with the leaf's hash: the leaf
+    /// moves up into the slot.
+    Leaf(Leaf, Hash),
+    /// Nothing: every key below the page was deleted.
+    Empty,
+}
+
 /// An update in place planned by [`Page::plan_in_place`].
 #[derive(Debug)]
 pub(crate) struct InPlacePlan {
@@ -1285,12 +1298,13 @@ impl Page {
     }
 
     /// The page after the update planned by [`Page::plan_in_place`], given
-    /// the new hash of each child page it planned (in its order; every one
-    /// still a page), the packed slots it can add (its
-    /// [`InPlacePlan::added`] plus [`InPlacePlan::splits`]) and the leaves
-    /// it can write ([`InPlacePlan::written`]), or `None` when the
-    /// page's root is left with a lone leaf or nothing (the page goes: the
-    /// general update handles that).
+    /// what each child page it planned left in its slot (in its order: the
+    /// page's new hash, or the lone leaf it collapsed to, or nothing), the
+    /// packed slots it can add (its [`InPlacePlan::added`] plus
+    /// [`InPlacePlan::splits`]) and the leaves it can write (its
+    /// [`InPlacePlan::written`] plus the collapsed child pages' leaves), or
+    /// `None` when the page's root is left with a lone leaf or nothing (the
+    /// page goes: the general update handles that).
     ///
     /// The result is a copy with the changed slots, and the binary nodes
     /// above them, rewritten in place: a node below the root that is left
@@ -1311,7 +1325,7 @@ impl Page {
         &self,
         depth: usize,
         (ups, leaf_hashes): (&[(KeyHash, Option<ValueHash>)], &[Hash]),
-        children: &[(ChildUpdate, Hash)],
+        children: &[(ChildUpdate, ChildNow)],
         (slots, written): (usize, usize),
         changes: &mut Vec<(SlotPos, Option<Terminal>)>,
     ) -> Result<Option<InPlace>, &'static str> {
@@ -1339,15 +1353,28 @@ impl Page {
             let run_hashes = &leaf_hashes[i..end];
             i = end;
             if let Node::Page(old) = node {
-                let (Some((child, hash)), Some(m)) = (children.next(), m) else {
+                let (Some((child, now)), Some(m)) = (children.next(), m) else {
                     return Err(NOT_IN_PLACE);
                 };
                 if (usize::from(child.n), usize::from(child.m)) != (n, m) {
                     return Err(NOT_IN_PLACE);
                 }
-                if *hash != old {
-                    let pos = edit.set(n, Some(m), Node::Page(*hash))?;
-                    changes.push((pos, Some(Terminal::Child { hash: *hash })));
+                match *now {
+                    ChildNow::Page(hash) if hash == old => {}
+                    ChildNow::Page(hash) => {
+                        let pos = edit.set(n, Some(m), Node::Page(hash))?;
+                        changes.push((pos, Some(Terminal::Child { hash })));
+                    }
+                    ChildNow::Leaf(leaf, hash) => {
+                        let id = edit.page.leaves.push(leaf);
+                        let pos = edit.set(n, Some(m), Node::Leaf { id, hash })?;
+                        changes.push((pos, Some(leaf_terminal(&leaf.key_hash, &leaf.value_hash))));
+                    }
+                    ChildNow::Empty => {
+                        let pos = edit.set(n, Some(m), Node::Empty)?;
+                        edit.removed += 1;
+                        changes.push((pos, None));
+                    }
                 }
                 continue;
             }

@@ -29,8 +29,8 @@ use verity_codec::varint;
 use crate::error::MerkleError;
 use crate::hash::{block, leaf_hash_many, nibble, Hash, KeyHash, ValueHash, EMPTY};
 use crate::page::{
-    ChainInfo, Dense, InPlace, InPlacePlan, Leaf, LeafId, Node, NodeId, Page, Rehash, Unhashed,
-    VersionedPage, PAGE_LEVELS,
+    ChainInfo, ChildNow, Dense, InPlace, InPlacePlan, Leaf, LeafId, Node, NodeId, Page, Rehash,
+    Unhashed, VersionedPage, PAGE_LEVELS,
 };
 use crate::path::PagePath;
 use crate::source::{PageSource, PageView};
@@ -583,17 +583,21 @@ fn update_in_place<'p>(
         batch.finish(ctx, out);
     }
     let ran = run_jobs(ctx, jobs, ups.len(), out)?;
-    let hashes: Option<Vec<_>> = children
+    // A child page that collapsed leaves its lone leaf (or nothing) in its
+    // slot, in place too.
+    let mut collapsed = 0;
+    let children: Vec<_> = children
         .into_iter()
         .zip(&ran)
-        .map(|(c, up)| match up {
-            Up::Page(hash) => Some((c, *hash)),
-            Up::Empty | Up::Leaf(..) => None,
+        .map(|(c, up)| match *up {
+            Up::Page(hash) => (c, ChildNow::Page(hash)),
+            Up::Leaf(leaf, hash) => {
+                collapsed += 1;
+                (c, ChildNow::Leaf(leaf, hash))
+            }
+            Up::Empty => (c, ChildNow::Empty),
         })
         .collect();
-    let Some(hashes) = hashes else {
-        return Ok(fall_back(ran));
-    };
     let mut changes = CHANGES.with(|c| c.borrow_mut().pop()).unwrap_or_default();
     let leaf_hashes = ctx.leaf_hashes_of(ups);
     let in_place = old
@@ -601,8 +605,8 @@ fn update_in_place<'p>(
         .in_place(
             depth,
             (ups, &leaf_hashes),
-            &hashes,
-            (added + splits, written),
+            &children,
+            (added + splits, written + collapsed),
             &mut changes,
         )
         .map_err(|detail| MerkleError::CorruptPage { path, detail })?;
@@ -614,6 +618,7 @@ fn update_in_place<'p>(
     {
         IN_PLACE.with(|r| r.set(r.get() + 1));
         SPLITS.with(|r| r.set(r.get() + splits));
+        COLLAPSED.with(|r| r.set(r.get() + collapsed));
     }
     batch.pages.push(Batched {
         job,
@@ -1236,13 +1241,16 @@ thread_local! {
     /// Pages this thread updated in place.
     static IN_PLACE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Pages this thread planned in place and then updated by the general
-    /// update, because a child page collapsed or the page itself goes.
+    /// update, because the page itself goes.
     static FELL_BACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Pages this thread rehashed in batches of more than one.
     static BATCHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Root slots this thread's updates in place gave a second leaf (and a
     /// new node below them).
     static SPLITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Child pages collapsed to a leaf or to nothing below pages this
+    /// thread updated in place.
+    static COLLAPSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
@@ -1293,6 +1301,13 @@ mod tests {
         for (x, y) in a.writes.iter().zip(&b.writes) {
             assert_eq!(x.path, y.path, "seed {seed}");
             assert_eq!(x.record, y.record, "record of {:?}, seed {seed}", x.path);
+            let terminals = |w: &PageWrite| w.page.as_ref().map(|p| p.terminal_count());
+            assert_eq!(
+                terminals(x),
+                terminals(y),
+                "terminals of {:?}, seed {seed}",
+                x.path
+            );
             assert_eq!(x.kind, y.kind, "seed {seed}");
             assert_eq!(x.chain, y.chain, "seed {seed}");
             assert_eq!(x.previous, y.previous, "seed {seed}");
@@ -1466,9 +1481,16 @@ mod tests {
         );
     }
 
-    /// Counts of [`compare_in_place`]'s rounds: pages updated in place,
-    /// pages that fell back, pages rehashed in batches, root slots split.
-    type InPlaceCounts = (usize, usize, usize, usize);
+    /// Counts of [`compare_in_place`]'s rounds (see the thread-locals of
+    /// the same names).
+    #[derive(Debug, Default)]
+    struct InPlaceCounts {
+        in_place: usize,
+        fell_back: usize,
+        batched: usize,
+        splits: usize,
+        collapsed: usize,
+    }
 
     /// Compares the update in place with the general update over rounds
     /// of blocks of fewer than `block` changes on keys from `key`
@@ -1494,7 +1516,7 @@ mod tests {
             store.apply(&out).expect("apply");
             version += 1;
         }
-        let (mut in_place, mut fell_back, mut batched, mut splits) = (0, 0, 0, 0);
+        let mut counts = InPlaceCounts::default();
         for round in 0..40 * verity_testkit::scale() {
             // Blocks of new values only, then blocks that also insert and
             // delete.
@@ -1514,6 +1536,13 @@ mod tests {
                         ups.push((sibling, Some(rng.gen())));
                         (k, Some(rng.gen()))
                     }
+                    // A key and the two after it go: at times all the keys
+                    // of a small page.
+                    4 if mixed => {
+                        let i = keys.partition_point(|x| *x < k);
+                        ups.extend(keys[i + 1..].iter().take(2).map(|k| (*k, None)));
+                        (k, None)
+                    }
                     // Now and then the value a key already has.
                     2 => (k, crate::read::get(&store, version, &k).expect("get")),
                     _ => (k, Some(rng.gen())),
@@ -1522,15 +1551,15 @@ mod tests {
             }
             ups.sort_unstable_by_key(|u| u.0);
             ups.dedup_by_key(|u| u.0);
-            IN_PLACE.with(|r| r.set(0));
-            FELL_BACK.with(|r| r.set(0));
-            BATCHED.with(|r| r.set(0));
-            SPLITS.with(|r| r.set(0));
+            for counter in [&IN_PLACE, &FELL_BACK, &BATCHED, &SPLITS, &COLLAPSED] {
+                counter.with(|r| r.set(0));
+            }
             let fast = run(&store, policy, version, &ups, true);
-            splits += SPLITS.with(|r| r.get());
-            in_place += IN_PLACE.with(|r| r.get());
-            fell_back += FELL_BACK.with(|r| r.get());
-            batched += BATCHED.with(|r| r.get());
+            counts.in_place += IN_PLACE.with(|r| r.get());
+            counts.fell_back += FELL_BACK.with(|r| r.get());
+            counts.batched += BATCHED.with(|r| r.get());
+            counts.splits += SPLITS.with(|r| r.get());
+            counts.collapsed += COLLAPSED.with(|r| r.get());
             let general = run(&store, policy, version, &ups, false);
             assert_same(&fast, &general, seed);
             // Over pages read from records, nodes below page roots are
@@ -1544,7 +1573,7 @@ mod tests {
             keys.dedup();
             version += 1;
         }
-        (in_place, fell_back, batched, splits)
+        counts
     }
 
     #[test]
@@ -1554,16 +1583,26 @@ mod tests {
         // sparse nodes below their roots, leaves in root slots and child
         // pages, and child pages of two or three keys that a delete
         // collapses.
-        let (in_place, fell_back, batched, _) = compare_in_place(seed, (1500, 200), |rng| {
+        let counts = compare_in_place(seed, (1500, 200), |rng| {
             let mut k: KeyHash = rng.gen();
             k[0] &= 0x31;
             k
         });
-        assert!(in_place > 0, "no page was updated in place, seed {seed}");
-        assert!(batched > 0, "no pages were rehashed together, seed {seed}");
         assert!(
-            fell_back > 0,
-            "no child page collapsed below a page planned in place, seed {seed}"
+            counts.in_place > 0,
+            "no page was updated in place, seed {seed}"
+        );
+        assert!(
+            counts.batched > 0,
+            "no pages were rehashed together, seed {seed}"
+        );
+        assert!(
+            counts.collapsed > 0,
+            "no child page collapsed below a page updated in place, seed {seed}"
+        );
+        assert!(
+            counts.fell_back > 0,
+            "no page planned in place went, seed {seed}"
         );
     }
 
@@ -1582,8 +1621,8 @@ mod tests {
                 k[0] &= 0x01;
                 k
             });
-            in_place += counts.0;
-            splits += counts.3;
+            in_place += counts.in_place;
+            splits += counts.splits;
         }
         assert!(in_place > 0, "no page was updated in place, seed {seed}");
         assert!(
