@@ -1204,7 +1204,7 @@ impl Page {
     }
 
     /// The end of the run of `ups` from `i` on that land in the slot
-    /// `(n, m)` of [`Page::slot_of`].
+    /// `(n, m)` of [`Page::slot_of`] (`ups[i]` lands there).
     fn slot_run_end(
         depth: usize,
         ups: &[(KeyHash, Option<ValueHash>)],
@@ -1215,7 +1215,12 @@ impl Page {
             usize::from(nibble(k, depth)) == n
                 && m.is_none_or(|m| usize::from(nibble(k, depth + 1)) == m)
         };
-        i + ups[i..].partition_point(|u| lands(&u.0))
+        // Most runs are one update long: the next update is looked at
+        // before a binary search.
+        match ups.get(i + 1) {
+            Some(u) if lands(&u.0) => i + 2 + ups[i + 2..].partition_point(|u| lands(&u.0)),
+            _ => i + 1,
+        }
     }
 
     /// Plans an update that keeps this page's nodes where they are (see

@@ -807,13 +807,35 @@ fn run_jobs(
         return Ok(done);
     }
     // One output per piece of work rayon splits off, not one per job: a
-    // job below a page root is mostly one small page.
+    // job below a page root is mostly one small page. A piece's output is
+    // sized when it starts for the jobs from its first one on (a page
+    // written per job and per update below it, at most about that):
+    // growing the arrays of page writes copied them again at each
+    // doubling (about 400 instructions an update at 1M keys, counted with
+    // callgrind). The room a piece does not use is never touched.
+    let mut after: Vec<usize> = jobs
+        .iter()
+        .rev()
+        .scan(0, |sum, job| {
+            *sum += 1 + match job {
+                Job::Update(_, ups) => ups.len(),
+                Job::Build(_, leaves) => leaves.len(),
+            };
+            Some(*sum)
+        })
+        .collect();
+    after.reverse();
     let parts: Vec<(Vec<(usize, Up)>, Out)> = jobs
         .par_iter()
         .enumerate()
         .try_fold(
             || (Vec::new(), Out::default()),
             |(mut nodes, mut o), (i, job)| {
+                if nodes.capacity() == 0 {
+                    nodes.reserve_exact(jobs.len() - i);
+                    o.writes.reserve_exact(after[i]);
+                    o.stale.reserve_exact(after[i]);
+                }
                 nodes.push((i, run(job, &mut o)?));
                 Ok::<_, MerkleError>((nodes, o))
             },
