@@ -349,8 +349,8 @@ enum TreeAt {
     /// Tree `t` of [`Page::trees`], of the node below root slot `n`.
     Kept { n: usize, t: usize },
     /// The node below root slot `n`, which keeps no tree: its tree is
-    /// computed in the rehash's work and dropped.
-    Scratch { n: usize },
+    /// computed in tree `w` of the rehash's work and dropped.
+    Scratch { n: usize, w: usize },
 }
 
 /// A binary tree to rehash above the slots in `mask` (bit `i` = slot `i`;
@@ -375,12 +375,14 @@ struct TreeTask {
 #[derive(Debug, Default)]
 pub(crate) struct Rehash {
     tasks: Vec<TreeTask>,
-    /// The tasks' trees while they are computed.
+    /// The trees of the nodes that keep none, while they are computed
+    /// (a kept tree is computed where the page keeps it).
     work: Vec<[Hash; 15]>,
-    /// The inputs of a level's compressions, and where each result goes
-    /// (a task and a heap index).
+    /// The inputs of a level's compressions, and where each of the
+    /// level's binary nodes goes (a task and a heap index), with whether
+    /// it is the next compression's result or empty.
     blocks: Vec<[u8; 64]>,
-    dests: Vec<(usize, usize)>,
+    dests: Vec<(usize, usize, bool)>,
     hashes: Vec<Hash>,
 }
 
@@ -389,6 +391,7 @@ impl Rehash {
     /// afterwards the pages' hashes are valid.
     pub(crate) fn run(&mut self, pages: &mut [(&mut Page, Unhashed)]) {
         self.tasks.clear();
+        self.work.clear();
         for (i, (page, unhashed)) in pages.iter_mut().enumerate() {
             let mut bottoms = unhashed.bottoms;
             while bottoms != 0 {
@@ -402,7 +405,16 @@ impl Rehash {
                 let (at, mask) = match page.bottom_tree(n) {
                     Some((t, false)) => (TreeAt::Kept { n, t }, unhashed.below[n]),
                     Some((t, true)) => (TreeAt::Kept { n, t }, b.mask),
-                    None => (TreeAt::Scratch { n }, b.mask),
+                    None => {
+                        self.work.push([EMPTY; 15]);
+                        (
+                            TreeAt::Scratch {
+                                n,
+                                w: self.work.len() - 1,
+                            },
+                            b.mask,
+                        )
+                    }
                 };
                 self.tasks.push(TreeTask {
                     page: i,
@@ -412,12 +424,13 @@ impl Rehash {
             }
         }
         self.levels(pages);
-        for (task, tree) in self.tasks.iter().zip(&self.work) {
+        for task in &self.tasks {
             let page = &mut *pages[task.page].0;
-            let (TreeAt::Kept { n, .. } | TreeAt::Scratch { n }) = task.at else {
-                continue;
+            let (n, hash) = match task.at {
+                TreeAt::Root => continue,
+                TreeAt::Kept { n, t } => (n, page.trees[t][0]),
+                TreeAt::Scratch { n, w } => (n, self.work[w][0]),
             };
-            let hash = tree[0];
             page.root.children[n] = Node::Inner {
                 id: n as NodeId + 1,
                 hash,
@@ -456,8 +469,8 @@ impl Rehash {
     }
 
     /// Computes the tasks' trees, a binary level at a time from the slots
-    /// up, as [`rehash_tree`] does for one tree: each in a copy (`work`),
-    /// which goes back to its page at the end.
+    /// up, as [`rehash_tree`] does for one tree: a kept tree (and the page
+    /// root's) where the page keeps it, another in `work`.
     fn levels(&mut self, pages: &mut [(&mut Page, Unhashed)]) {
         let Rehash {
             tasks,
@@ -466,71 +479,97 @@ impl Rehash {
             dests,
             hashes,
         } = self;
-        work.clear();
-        work.extend(tasks.iter().map(|task| {
-            let page = &*pages[task.page].0;
-            match task.at {
-                TreeAt::Root => page.root.tree,
-                TreeAt::Kept { t, .. } => page.trees[t],
-                TreeAt::Scratch { .. } => [EMPTY; 15],
-            }
-        }));
         for level in (0..4).rev() {
             blocks.clear();
             dests.clear();
             for (k, task) in tasks.iter_mut().enumerate() {
                 let page = &*pages[task.page].0;
-                let tree = &mut work[k];
-                // Bit 2j: binary node j of this level is above a change.
-                let mut pairs = (task.mask | task.mask >> 1) & 0x5555;
-                let mut next = 0u32;
-                while pairs != 0 {
-                    let j = (pairs.trailing_zeros() / 2) as usize;
-                    pairs &= pairs - 1;
-                    next |= 1 << j;
-                    let (l, r) = match (level, task.at) {
-                        (3, TreeAt::Root) => (
-                            page.root.children[2 * j].hash_ref(),
-                            page.root.children[2 * j + 1].hash_ref(),
-                        ),
-                        (3, TreeAt::Kept { n, .. } | TreeAt::Scratch { n, .. }) => {
-                            let b = &page.bottoms[n];
-                            (
-                                b.slot_ref(&page.slots, 2 * j).hash_ref(),
-                                b.slot_ref(&page.slots, 2 * j + 1).hash_ref(),
-                            )
-                        }
-                        _ => (
-                            &tree[heap(level + 1, 2 * j)],
-                            &tree[heap(level + 1, 2 * j + 1)],
-                        ),
-                    };
-                    let empty = *l == EMPTY && *r == EMPTY;
-                    if !empty {
-                        blocks.push(block(l, r));
-                        dests.push((k, heap(level, j)));
-                    } else {
-                        tree[heap(level, j)] = EMPTY;
+                let mask = task.mask;
+                task.mask = match (level, task.at) {
+                    (3, TreeAt::Root) => {
+                        let c = &page.root.children;
+                        gather_level(mask, (k, level), blocks, dests, |j| {
+                            (c[2 * j].hash_ref(), c[2 * j + 1].hash_ref())
+                        })
                     }
-                }
-                task.mask = next;
+                    (3, TreeAt::Kept { n, .. } | TreeAt::Scratch { n, .. }) => {
+                        let (b, slots) = (&page.bottoms[n], &page.slots);
+                        gather_level(mask, (k, level), blocks, dests, |j| {
+                            (
+                                b.slot_ref(slots, 2 * j).hash_ref(),
+                                b.slot_ref(slots, 2 * j + 1).hash_ref(),
+                            )
+                        })
+                    }
+                    (_, at) => {
+                        let tree = match at {
+                            TreeAt::Root => &page.root.tree,
+                            TreeAt::Kept { t, .. } => &page.trees[t],
+                            TreeAt::Scratch { w, .. } => &work[w],
+                        };
+                        gather_level(mask, (k, level), blocks, dests, |j| {
+                            (
+                                &tree[heap(level + 1, 2 * j)],
+                                &tree[heap(level + 1, 2 * j + 1)],
+                            )
+                        })
+                    }
+                };
             }
             hashes.clear();
             hashes.resize(blocks.len(), EMPTY);
             internal_hash_many(blocks, hashes);
-            for (&(k, h), hash) in dests.iter().zip(hashes.iter()) {
-                work[k][h] = *hash;
-            }
-        }
-        for (task, tree) in tasks.iter().zip(work.iter()) {
-            let page = &mut *pages[task.page].0;
-            match task.at {
-                TreeAt::Root => page.root.tree = *tree,
-                TreeAt::Kept { t, .. } => page.trees[t] = *tree,
-                TreeAt::Scratch { .. } => {}
+            // A task's binary nodes are listed together: each tree is
+            // looked up once.
+            let (mut i, mut computed) = (0, hashes.iter());
+            while let Some(&(k, ..)) = dests.get(i) {
+                let task = &tasks[k];
+                let page = &mut *pages[task.page].0;
+                let tree = match task.at {
+                    TreeAt::Root => &mut page.root.tree,
+                    TreeAt::Kept { t, .. } => &mut page.trees[t],
+                    TreeAt::Scratch { w, .. } => &mut work[w],
+                };
+                for &(_, h, compressed) in dests[i..].iter().take_while(|d| d.0 == k) {
+                    tree[h] = match compressed {
+                        true => *computed.next().unwrap_or(&EMPTY),
+                        false => EMPTY,
+                    };
+                    i += 1;
+                }
             }
         }
     }
+}
+
+/// Lists the compressions of one level of a [`Rehash`] task's tree (task
+/// `k`, binary level `level`) above the changed nodes `mask` of the level
+/// below: each binary node's input, from its children's hashes `pair(j)`
+/// (none for two empty children), and where it goes. Returns the level's
+/// changed nodes.
+#[inline]
+fn gather_level<'h>(
+    mask: u32,
+    (k, level): (usize, usize),
+    blocks: &mut Vec<[u8; 64]>,
+    dests: &mut Vec<(usize, usize, bool)>,
+    pair: impl Fn(usize) -> (&'h Hash, &'h Hash),
+) -> u32 {
+    // Bit 2j: binary node j of this level is above a change.
+    let mut pairs = (mask | mask >> 1) & 0x5555;
+    let mut next = 0u32;
+    while pairs != 0 {
+        let j = (pairs.trailing_zeros() / 2) as usize;
+        pairs &= pairs - 1;
+        next |= 1 << j;
+        let (l, r) = pair(j);
+        let compressed = *l != EMPTY || *r != EMPTY;
+        if compressed {
+            blocks.push(block(l, r));
+        }
+        dests.push((k, heap(level, j), compressed));
+    }
+    next
 }
 
 /// The hash of a node that keeps no binary tree, from its occupied slots

@@ -785,7 +785,10 @@ fn run_jobs(
         // `BATCH_PAGES` at a time (and before a page that is not, to keep
         // the order of the writes).
         let mut done = vec![Up::Empty; jobs.len()];
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            pages: Vec::with_capacity(BATCH_PAGES),
+            done: Vec::with_capacity(jobs.len()),
+        };
         for (i, (job, page)) in jobs.iter().zip(&read).enumerate() {
             match job {
                 Job::Update(path, ups) => {
