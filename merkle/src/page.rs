@@ -360,6 +360,9 @@ struct TreeTask {
     page: usize,
     at: TreeAt,
     mask: u32,
+    /// The binary nodes of the level being computed whose children are
+    /// both empty (bit `j` = node `j`): they are `EMPTY`, no compression.
+    empty: u16,
 }
 
 /// Rehashes the binary trees that updates in place left ([`Unhashed`]),
@@ -378,11 +381,8 @@ pub(crate) struct Rehash {
     /// The trees of the nodes that keep none, while they are computed
     /// (a kept tree is computed where the page keeps it).
     work: Vec<[Hash; 15]>,
-    /// The inputs of a level's compressions, and where each of the
-    /// level's binary nodes goes (a task and a heap index), with whether
-    /// it is the next compression's result or empty.
+    /// The inputs of a level's compressions, task by task, node by node.
     blocks: Vec<[u8; 64]>,
-    dests: Vec<(usize, usize, bool)>,
     hashes: Vec<Hash>,
 }
 
@@ -420,6 +420,7 @@ impl Rehash {
                     page: i,
                     at,
                     mask: u32::from(mask),
+                    empty: 0,
                 });
             }
         }
@@ -462,6 +463,7 @@ impl Rehash {
                     page: i,
                     at: TreeAt::Root,
                     mask: u32::from(dirty),
+                    empty: 0,
                 });
             }
         }
@@ -476,25 +478,23 @@ impl Rehash {
             tasks,
             work,
             blocks,
-            dests,
             hashes,
         } = self;
         for level in (0..4).rev() {
             blocks.clear();
-            dests.clear();
-            for (k, task) in tasks.iter_mut().enumerate() {
+            for task in tasks.iter_mut() {
                 let page = &*pages[task.page].0;
                 let mask = task.mask;
-                task.mask = match (level, task.at) {
+                (task.mask, task.empty) = match (level, task.at) {
                     (3, TreeAt::Root) => {
                         let c = &page.root.children;
-                        gather_level(mask, (k, level), blocks, dests, |j| {
+                        gather_level(mask, blocks, |j| {
                             (c[2 * j].hash_ref(), c[2 * j + 1].hash_ref())
                         })
                     }
                     (3, TreeAt::Kept { n, .. } | TreeAt::Scratch { n, .. }) => {
                         let (b, slots) = (&page.bottoms[n], &page.slots);
-                        gather_level(mask, (k, level), blocks, dests, |j| {
+                        gather_level(mask, blocks, |j| {
                             (
                                 b.slot_ref(slots, 2 * j).hash_ref(),
                                 b.slot_ref(slots, 2 * j + 1).hash_ref(),
@@ -507,7 +507,7 @@ impl Rehash {
                             TreeAt::Kept { t, .. } => &page.trees[t],
                             TreeAt::Scratch { w, .. } => &work[w],
                         };
-                        gather_level(mask, (k, level), blocks, dests, |j| {
+                        gather_level(mask, blocks, |j| {
                             (
                                 &tree[heap(level + 1, 2 * j)],
                                 &tree[heap(level + 1, 2 * j + 1)],
@@ -519,57 +519,56 @@ impl Rehash {
             hashes.clear();
             hashes.resize(blocks.len(), EMPTY);
             internal_hash_many(blocks, hashes);
-            // A task's binary nodes are listed together: each tree is
-            // looked up once.
-            let (mut i, mut computed) = (0, hashes.iter());
-            while let Some(&(k, ..)) = dests.get(i) {
-                let task = &tasks[k];
+            // The results go where the gather found their inputs: task by
+            // task, node by node.
+            let mut computed = hashes.iter();
+            for task in tasks.iter() {
                 let page = &mut *pages[task.page].0;
                 let tree = match task.at {
                     TreeAt::Root => &mut page.root.tree,
                     TreeAt::Kept { t, .. } => &mut page.trees[t],
                     TreeAt::Scratch { w, .. } => &mut work[w],
                 };
-                for &(_, h, compressed) in dests[i..].iter().take_while(|d| d.0 == k) {
-                    tree[h] = match compressed {
-                        true => *computed.next().unwrap_or(&EMPTY),
-                        false => EMPTY,
+                let mut nodes = task.mask;
+                while nodes != 0 {
+                    let j = nodes.trailing_zeros() as usize;
+                    nodes &= nodes - 1;
+                    tree[heap(level, j)] = match task.empty & (1 << j) {
+                        0 => *computed.next().unwrap_or(&EMPTY),
+                        _ => EMPTY,
                     };
-                    i += 1;
                 }
             }
         }
     }
 }
 
-/// Lists the compressions of one level of a [`Rehash`] task's tree (task
-/// `k`, binary level `level`) above the changed nodes `mask` of the level
-/// below: each binary node's input, from its children's hashes `pair(j)`
-/// (none for two empty children), and where it goes. Returns the level's
-/// changed nodes.
+/// Lists the compressions of one level of a [`Rehash`] task's tree above
+/// the changed nodes `mask` of the level below: each binary node's input,
+/// from its children's hashes `pair(j)`, none for two empty children.
+/// Returns the level's changed nodes (bit `j` = node `j`) and those of
+/// them whose children are both empty.
 #[inline]
 fn gather_level<'h>(
     mask: u32,
-    (k, level): (usize, usize),
     blocks: &mut Vec<[u8; 64]>,
-    dests: &mut Vec<(usize, usize, bool)>,
     pair: impl Fn(usize) -> (&'h Hash, &'h Hash),
-) -> u32 {
+) -> (u32, u16) {
     // Bit 2j: binary node j of this level is above a change.
     let mut pairs = (mask | mask >> 1) & 0x5555;
-    let mut next = 0u32;
+    let (mut next, mut empty) = (0u32, 0u16);
     while pairs != 0 {
         let j = (pairs.trailing_zeros() / 2) as usize;
         pairs &= pairs - 1;
         next |= 1 << j;
         let (l, r) = pair(j);
-        let compressed = *l != EMPTY || *r != EMPTY;
-        if compressed {
+        if *l == EMPTY && *r == EMPTY {
+            empty |= 1 << j;
+        } else {
             blocks.push(block(l, r));
         }
-        dests.push((k, heap(level, j), compressed));
     }
-    next
+    (next, empty)
 }
 
 /// The hash of a node that keeps no binary tree, from its occupied slots
