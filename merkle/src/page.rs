@@ -1261,8 +1261,9 @@ impl Page {
         }
     }
 
-    /// Plans an update that keeps this page's nodes where they are (see
-    /// [`Page::in_place`]), for `ups` strictly sorted by key hash and the
+    /// Plans an update that keeps this page's nodes where they are, but
+    /// for new nodes of two leaves below the root (see [`Page::in_place`]),
+    /// for `ups` strictly sorted by key hash and the
     /// page root at nibble `depth`: each slot the updates reach must end up
     /// holding at most one leaf, or be a child page's reference, or be a
     /// root slot left with two leaves whose paths part at the next nibble

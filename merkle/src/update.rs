@@ -487,8 +487,9 @@ fn update_in_batch<'p>(
         });
     }
     let depth = path.len();
-    // Most pages of a block keep their nodes where they are: their copy
-    // keeps its layout, and its changes are known without a diff.
+    // Most pages of a block keep their nodes where they are (or gain a
+    // node of two leaves below the root): their copy keeps its layout, and
+    // its changes are known without a diff.
     let mut done = None;
     if let Some(o) = old.filter(|_| in_place_enabled()) {
         match update_in_place(ctx, path, o, ups, out, (&mut *batch, job))? {
@@ -541,18 +542,20 @@ fn update_in_batch<'p>(
 enum InPlaceOutcome {
     /// The page is updated and left in the batch to finish.
     Batched,
-    /// A child page collapsed, or the page itself does: the general update
-    /// takes over with these results of the child pages (it plans the same
-    /// child pages in the same order).
+    /// The page itself collapses: the general update takes over with these
+    /// results of the child pages (it plans the same child pages in the
+    /// same order).
     FallBack(Vec<Up>),
-    /// An update needs a new node or page: the general update does it all.
+    /// An update needs a new page, or a new node of more than two leaves:
+    /// the general update does it all.
     NotPlanned,
 }
 
-/// Updates the page `old` at `path` in place when its nodes all stay where
-/// they are (see [`Page::plan_in_place`]): its child pages first, then a
-/// copy of the page with the changed slots rewritten, left in `batch` as
-/// its job `job` to rehash and write with the others.
+/// Updates the page `old` at `path` in place when its nodes stay where
+/// they are, but for new nodes of two leaves below its root (see
+/// [`Page::plan_in_place`]): its child pages first, then a copy of the
+/// page with the changed slots rewritten, left in `batch` as its job `job`
+/// to rehash and write with the others.
 fn update_in_place<'p>(
     ctx: &Ctx<'_>,
     path: PagePath,
