@@ -534,11 +534,19 @@ impl Rehash {
                     let j = nodes.trailing_zeros() as usize;
                     nodes &= nodes - 1;
                     tree[heap(level, j)] = match task.empty & (1 << j) {
-                        0 => *computed.next().unwrap_or(&EMPTY),
+                        0 => {
+                            let hash = computed.next();
+                            debug_assert!(hash.is_some(), "fewer hashes than the gather listed");
+                            *hash.unwrap_or(&EMPTY)
+                        }
                         _ => EMPTY,
                     };
                 }
             }
+            debug_assert!(
+                computed.next().is_none(),
+                "more hashes than the gather listed"
+            );
         }
     }
 }
@@ -760,7 +768,7 @@ pub(crate) struct InPlacePlan {
     pub(crate) written: usize,
     /// Root slots holding a leaf (or given one) that a second leaf turns
     /// into a node below the root: each such node takes the two leaves'
-    /// packed slots, one more than the leaves added.
+    /// packed slots, at most one more than the leaves added.
     pub(crate) splits: usize,
 }
 
@@ -774,7 +782,8 @@ pub(crate) struct InPlace {
     pub(crate) unhashed: Unhashed,
     /// Leaves the update added to the page.
     pub(crate) added: usize,
-    /// Leaves the update deleted from the page.
+    /// Terminals the update deleted from the page: leaves, and the
+    /// references of child pages whose keys all went.
     pub(crate) removed: usize,
 }
 

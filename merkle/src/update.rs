@@ -587,8 +587,8 @@ fn update_in_place<'p>(
     }
     let ran = run_jobs(ctx, jobs, ups.len(), out)?;
     // A child page that collapsed leaves its lone leaf (or nothing) in its
-    // slot, in place too.
-    let mut collapsed = 0;
+    // slot, in place too: a leaf the page writes.
+    let (mut collapsed, mut emptied) = (0, 0);
     let children: Vec<_> = children
         .into_iter()
         .zip(&ran)
@@ -598,7 +598,10 @@ fn update_in_place<'p>(
                 collapsed += 1;
                 (c, ChildNow::Leaf(leaf, hash))
             }
-            Up::Empty => (c, ChildNow::Empty),
+            Up::Empty => {
+                emptied += 1;
+                (c, ChildNow::Empty)
+            }
         })
         .collect();
     let mut changes = CHANGES.with(|c| c.borrow_mut().pop()).unwrap_or_default();
@@ -622,6 +625,7 @@ fn update_in_place<'p>(
         IN_PLACE.with(|r| r.set(r.get() + 1));
         SPLITS.with(|r| r.set(r.get() + splits));
         COLLAPSED.with(|r| r.set(r.get() + collapsed));
+        EMPTIED.with(|r| r.set(r.get() + emptied));
     }
     batch.pages.push(Batched {
         job,
@@ -815,10 +819,10 @@ fn run_jobs(
     // One output per piece of work rayon splits off, not one per job: a
     // job below a page root is mostly one small page. A piece's output is
     // sized when it starts for the jobs from its first one on (a page
-    // written per job and per update below it, at most about that):
-    // growing the arrays of page writes copied them again at each
-    // doubling (about 400 instructions an update at 1M keys, counted with
-    // callgrind). The room a piece does not use is never touched.
+    // written per job and per update below it, at most about that), but
+    // for no more than twice a thread's share of all of them: growing the
+    // arrays of page writes copied them again at each doubling (about 400
+    // instructions an update at 1M keys, counted with callgrind).
     let mut after: Vec<usize> = jobs
         .iter()
         .rev()
@@ -831,6 +835,7 @@ fn run_jobs(
         })
         .collect();
     after.reverse();
+    let share = 2 * after.first().copied().unwrap_or(0) / rayon::current_num_threads().max(1);
     let parts: Vec<(Vec<(usize, Up)>, Out)> = jobs
         .par_iter()
         .enumerate()
@@ -838,9 +843,10 @@ fn run_jobs(
             || (Vec::new(), Out::default()),
             |(mut nodes, mut o), (i, job)| {
                 if nodes.capacity() == 0 {
-                    nodes.reserve_exact(jobs.len() - i);
-                    o.writes.reserve_exact(after[i]);
-                    o.stale.reserve_exact(after[i]);
+                    let room = after[i].min(share);
+                    nodes.reserve_exact((jobs.len() - i).min(room));
+                    o.writes.reserve_exact(room);
+                    o.stale.reserve_exact(room);
                 }
                 nodes.push((i, run(job, &mut o)?));
                 Ok::<_, MerkleError>((nodes, o))
@@ -1276,9 +1282,12 @@ thread_local! {
     /// Root slots this thread's updates in place gave a second leaf (and a
     /// new node below them).
     static SPLITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    /// Child pages collapsed to a leaf or to nothing below pages this
-    /// thread updated in place.
+    /// Child pages collapsed to a leaf below pages this thread updated in
+    /// place.
     static COLLAPSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Child pages whose keys all went, below pages this thread updated in
+    /// place.
+    static EMPTIED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
@@ -1518,6 +1527,7 @@ mod tests {
         batched: usize,
         splits: usize,
         collapsed: usize,
+        emptied: usize,
     }
 
     /// Compares the update in place with the general update over rounds
@@ -1564,6 +1574,17 @@ mod tests {
                         ups.push((sibling, Some(rng.gen())));
                         (k, Some(rng.gen()))
                     }
+                    // A key goes and two keys that part from it at nibble
+                    // 3 only come: at times a root slot's leaf replaced by
+                    // a node of two.
+                    5 if mixed => {
+                        for flip in [0x01, 0x02] {
+                            let mut sibling = k;
+                            sibling[1] ^= flip;
+                            ups.push((sibling, Some(rng.gen())));
+                        }
+                        (k, None)
+                    }
                     // A key and the two after it go: at times all the keys
                     // of a small page.
                     4 if mixed => {
@@ -1579,7 +1600,9 @@ mod tests {
             }
             ups.sort_unstable_by_key(|u| u.0);
             ups.dedup_by_key(|u| u.0);
-            for counter in [&IN_PLACE, &FELL_BACK, &BATCHED, &SPLITS, &COLLAPSED] {
+            for counter in [
+                &IN_PLACE, &FELL_BACK, &BATCHED, &SPLITS, &COLLAPSED, &EMPTIED,
+            ] {
                 counter.with(|r| r.set(0));
             }
             let fast = run(&store, policy, version, &ups, true);
@@ -1588,6 +1611,7 @@ mod tests {
             counts.batched += BATCHED.with(|r| r.get());
             counts.splits += SPLITS.with(|r| r.get());
             counts.collapsed += COLLAPSED.with(|r| r.get());
+            counts.emptied += EMPTIED.with(|r| r.get());
             let general = run(&store, policy, version, &ups, false);
             assert_same(&fast, &general, seed);
             // Over pages read from records, nodes below page roots are
@@ -1627,6 +1651,10 @@ mod tests {
         assert!(
             counts.collapsed > 0,
             "no child page collapsed below a page updated in place, seed {seed}"
+        );
+        assert!(
+            counts.emptied > 0,
+            "no child page emptied below a page updated in place, seed {seed}"
         );
         assert!(
             counts.fell_back > 0,
