@@ -743,17 +743,17 @@ pub(crate) struct ChildUpdate {
     pub(crate) range: std::ops::Range<usize>,
 }
 
-/// What a child page that an update in place planned left in its slot
-/// (see [`Page::in_place`]).
+/// What a written child page leaves in its parent's slot (for the general
+/// update and for [`Page::in_place`]).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum ChildNow {
-    /// The page, with its new hash.
-    Page(Hash),
-    /// The lone leaf the page collapsed to, with the leaf's hash: the leaf
-    /// moves up into the slot.
-    Leaf(Leaf, Hash),
+pub(crate) enum Up {
     /// Nothing: every key below the page was deleted.
     Empty,
+    /// The lone leaf the page collapsed to, with the leaf's hash: the leaf
+    /// moves up into the parent's slot.
+    Leaf(Leaf, Hash),
+    /// The page, with its new hash.
+    Page(Hash),
 }
 
 /// An update in place planned by [`Page::plan_in_place`].
@@ -1378,7 +1378,7 @@ impl Page {
         &self,
         depth: usize,
         (ups, leaf_hashes): (&[(KeyHash, Option<ValueHash>)], &[Hash]),
-        children: &[(ChildUpdate, ChildNow)],
+        children: &[(ChildUpdate, Up)],
         (slots, written): (usize, usize),
         changes: &mut Vec<(SlotPos, Option<Terminal>)>,
     ) -> Result<Option<InPlace>, &'static str> {
@@ -1413,17 +1413,17 @@ impl Page {
                     return Err(NOT_IN_PLACE);
                 }
                 match *now {
-                    ChildNow::Page(hash) if hash == old => {}
-                    ChildNow::Page(hash) => {
+                    Up::Page(hash) if hash == old => {}
+                    Up::Page(hash) => {
                         let pos = edit.set(n, Some(m), Node::Page(hash))?;
                         changes.push((pos, Some(Terminal::Child { hash })));
                     }
-                    ChildNow::Leaf(leaf, hash) => {
+                    Up::Leaf(leaf, hash) => {
                         let id = edit.page.leaves.push(leaf);
                         let pos = edit.set(n, Some(m), Node::Leaf { id, hash })?;
                         changes.push((pos, Some(leaf_terminal(&leaf.key_hash, &leaf.value_hash))));
                     }
-                    ChildNow::Empty => {
+                    Up::Empty => {
                         let pos = edit.set(n, Some(m), Node::Empty)?;
                         edit.removed += 1;
                         changes.push((pos, None));

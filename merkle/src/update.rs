@@ -29,8 +29,8 @@ use verity_codec::varint;
 use crate::error::MerkleError;
 use crate::hash::{block, leaf_hash_many, nibble, Hash, KeyHash, ValueHash, EMPTY};
 use crate::page::{
-    ChainInfo, ChildNow, Dense, InPlace, InPlacePlan, Leaf, LeafId, Node, NodeId, Page, Rehash,
-    Unhashed, VersionedPage, PAGE_LEVELS,
+    ChainInfo, Dense, InPlace, InPlacePlan, Leaf, LeafId, Node, NodeId, Page, Rehash, Unhashed, Up,
+    VersionedPage, PAGE_LEVELS,
 };
 use crate::path::PagePath;
 use crate::source::{PageSource, PageView};
@@ -234,16 +234,6 @@ impl Out {
         }
         self.pages_read = pages_read;
     }
-}
-
-/// What a written child page leaves in its parent's slot: nothing, the
-/// lone leaf it collapsed to (which moves up into the parent's page), or
-/// the page itself.
-#[derive(Debug, Clone, Copy)]
-enum Up {
-    Empty,
-    Leaf(Leaf, Hash),
-    Page(Hash),
 }
 
 impl Up {
@@ -588,22 +578,8 @@ fn update_in_place<'p>(
     let ran = run_jobs(ctx, jobs, ups.len(), out)?;
     // A child page that collapsed leaves its lone leaf (or nothing) in its
     // slot, in place too: a leaf the page writes.
-    let (mut collapsed, mut emptied) = (0, 0);
-    let children: Vec<_> = children
-        .into_iter()
-        .zip(&ran)
-        .map(|(c, up)| match *up {
-            Up::Page(hash) => (c, ChildNow::Page(hash)),
-            Up::Leaf(leaf, hash) => {
-                collapsed += 1;
-                (c, ChildNow::Leaf(leaf, hash))
-            }
-            Up::Empty => {
-                emptied += 1;
-                (c, ChildNow::Empty)
-            }
-        })
-        .collect();
+    let collapsed = ran.iter().filter(|up| matches!(up, Up::Leaf(..))).count();
+    let children: Vec<_> = children.into_iter().zip(ran.iter().copied()).collect();
     let mut changes = CHANGES.with(|c| c.borrow_mut().pop()).unwrap_or_default();
     let leaf_hashes = ctx.leaf_hashes_of(ups);
     let in_place = old
@@ -625,6 +601,7 @@ fn update_in_place<'p>(
         IN_PLACE.with(|r| r.set(r.get() + 1));
         SPLITS.with(|r| r.set(r.get() + splits));
         COLLAPSED.with(|r| r.set(r.get() + collapsed));
+        let emptied = ran.iter().filter(|up| matches!(up, Up::Empty)).count();
         EMPTIED.with(|r| r.set(r.get() + emptied));
     }
     batch.pages.push(Batched {
