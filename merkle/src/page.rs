@@ -44,113 +44,261 @@ pub struct Leaf {
     pub value_hash: ValueHash,
 }
 
-/// A page's leaf array: the leaves its versions share, and the ones this
-/// version wrote.
+/// An array a page's versions share in part: the elements they share, and
+/// the ones this version wrote. A page keeps three: its leaves, the packed
+/// slots of the nodes below its root, and the binary trees of the dense
+/// ones among those nodes.
 ///
-/// A page's new version shares the leaves of the old one (an `Arc` clone
-/// in place of copying them) and keeps the leaves it writes (a new key,
-/// or a new value of a key it holds: a shared leaf is never changed) in a
-/// short array of its own. A leaf's id indexes the shared leaves first,
-/// then its own. The own leaves are folded into a new shared array, with
-/// the dead leaves dropped (see `Leaves::should_fold`), once copying them
-/// with every version costs more than copying all the leaves once more.
+/// A page's new version shares the old one's shared elements (an `Arc`
+/// clone in place of copying them) and keeps what it writes in a short
+/// array of its own: a new leaf, or a new value of a key it holds; the
+/// slots of a node below the root that it changes, copied there whole with
+/// its tree ([`Page::own_bottom`]). A shared element is never changed. An
+/// id indexes the shared elements first, then the own ones. The own
+/// elements are folded into new shared arrays, with the dead ones (shared
+/// elements the version replaced) dropped, once copying them with every
+/// version costs more than copying all of them once more (see
+/// [`Page::fold_if_due`]). A page shares its slots and trees only when it
+/// holds `SHARE_MIN` slots or more.
 ///
-/// At 1M keys a page's leaves take about 1 KB, at 10M about 9.5 KB: a
-/// version that copies them all for one update moves that much cold memory
-/// (BENCHMARKS.md).
-#[derive(Debug, Clone, Default)]
-struct Leaves {
-    /// Ids `0..shared.len()`.
-    shared: Arc<[Leaf]>,
+/// At 1M keys a page's leaves take about 1 KB and its packed slots about
+/// 0.4 KB; at 10M its leaves about 9.5 KB, its slots about 4.6 KB and its
+/// trees about 3.8 KB: a version that copies them all for one update moves
+/// that much cold memory (BENCHMARKS.md).
+#[derive(Debug, Clone)]
+struct Parts<T> {
+    /// Ids `0..shared.len()` (none when empty, so that a page without
+    /// trees holds no allocation for them).
+    shared: Option<Arc<[T]>>,
     /// Ids from `shared.len()` on.
-    own: Vec<Leaf>,
+    own: Vec<T>,
 }
 
-impl Leaves {
-    /// Leaf `id`.
-    #[inline]
-    fn get(&self, id: LeafId) -> &Leaf {
-        let id = id as usize;
-        match self.shared.get(id) {
-            Some(leaf) => leaf,
-            None => &self.own[id - self.shared.len()],
+impl<T> Default for Parts<T> {
+    fn default() -> Self {
+        Parts {
+            shared: None,
+            own: Vec::new(),
+        }
+    }
+}
+
+/// A page's leaf array.
+type Leaves = Parts<Leaf>;
+
+impl<T: Copy> Parts<T> {
+    /// All of `elements`, shared if `share`, else the version's own.
+    fn packed(elements: Vec<T>, share: bool) -> Self {
+        if share && !elements.is_empty() {
+            Parts {
+                shared: Some(elements.into()),
+                own: Vec::new(),
+            }
+        } else {
+            Parts {
+                shared: None,
+                own: elements,
+            }
         }
     }
 
-    /// Leaf `id`, or `None` when there is no such leaf.
+    /// The shared elements.
     #[inline]
-    fn try_get(&self, id: LeafId) -> Option<&Leaf> {
-        let id = id as usize;
-        self.shared
-            .get(id)
-            .or_else(|| self.own.get(id.checked_sub(self.shared.len())?))
+    fn shared(&self) -> &[T] {
+        self.shared.as_deref().unwrap_or(&[])
     }
 
-    /// Number of leaf ids in use, dead leaves included.
+    /// Number of shared elements: the first own id.
+    #[inline]
+    fn shared_len(&self) -> usize {
+        self.shared().len()
+    }
+
+    /// Element `id`.
+    #[inline]
+    fn get(&self, id: u32) -> &T {
+        let id = id as usize;
+        let shared = self.shared();
+        match shared.get(id) {
+            Some(e) => e,
+            None => &self.own[id - shared.len()],
+        }
+    }
+
+    /// Element `id`, or `None` when there is no such element.
+    #[inline]
+    fn try_get(&self, id: u32) -> Option<&T> {
+        let id = id as usize;
+        let shared = self.shared();
+        shared
+            .get(id)
+            .or_else(|| self.own.get(id.checked_sub(shared.len())?))
+    }
+
+    /// The `len` elements from id `start`, all shared or all own.
+    #[inline]
+    fn range(&self, start: u32, len: usize) -> &[T] {
+        let start = start as usize;
+        let shared = self.shared();
+        match start.checked_sub(shared.len()) {
+            Some(own) => &self.own[own..own + len],
+            None => &shared[start..start + len],
+        }
+    }
+
+    /// The `len` own elements from id `start`, to change.
+    #[inline]
+    fn range_mut(&mut self, start: u32, len: usize) -> &mut [T] {
+        let own = start as usize - self.shared_len();
+        &mut self.own[own..own + len]
+    }
+
+    /// Own element `id`, to change.
+    #[inline]
+    fn own_mut(&mut self, id: u32) -> &mut T {
+        let own = id as usize - self.shared_len();
+        &mut self.own[own]
+    }
+
+    /// Number of ids in use, dead ones included.
     #[inline]
     fn len(&self) -> usize {
-        self.shared.len() + self.own.len()
+        self.shared_len() + self.own.len()
     }
 
-    /// Adds `leaf` and returns its id.
+    /// Adds `e` and returns its id.
     #[inline]
-    fn push(&mut self, leaf: Leaf) -> LeafId {
-        self.own.push(leaf);
-        (self.len() - 1) as LeafId
+    fn push(&mut self, e: T) -> u32 {
+        self.own.push(e);
+        (self.len() - 1) as u32
     }
 
-    /// Puts `leaf` in the place of leaf `id`, which no slot will refer to
+    /// Puts `e` in own id `id`, moving the own elements from there on
+    /// one id up.
+    fn insert(&mut self, id: u32, e: T) {
+        let own = id as usize - self.shared_len();
+        self.own.insert(own, e);
+    }
+
+    /// Removes own element `id`, moving the own elements after it one id
+    /// down.
+    fn remove(&mut self, id: u32) {
+        let own = id as usize - self.shared_len();
+        self.own.remove(own);
+    }
+
+    /// Copies the `len` shared elements from id `start` to the end of the
+    /// own ones and returns the first new id. Own ids are returned as they
+    /// are.
+    fn adopt(&mut self, start: u32, len: usize) -> u32 {
+        let shared = self.shared.as_deref().unwrap_or(&[]);
+        let Some(run) = shared.get(start as usize..start as usize + len) else {
+            return start;
+        };
+        let id = (shared.len() + self.own.len()) as u32;
+        self.own.extend_from_slice(run);
+        id
+    }
+
+    /// Puts `e` in the place of element `id`, which nothing will refer to
     /// any more: in the same entry when it is this version's own, in a new
     /// one when it is shared (the shared entry is then dead, and the
-    /// returned flag is true). Returns the leaf's id.
+    /// returned flag is true). Returns the element's id.
     #[inline]
-    fn replace(&mut self, id: LeafId, leaf: Leaf) -> (LeafId, bool) {
-        match (id as usize).checked_sub(self.shared.len()) {
+    fn replace(&mut self, id: u32, e: T) -> (u32, bool) {
+        match (id as usize).checked_sub(self.shared_len()) {
             Some(own) => {
-                self.own[own] = leaf;
+                self.own[own] = e;
                 (id, false)
             }
-            None => (self.push(leaf), true),
+            None => (self.push(e), true),
         }
     }
 
-    /// A copy that shares the shared leaves, with room for `room` more
-    /// leaves of its own.
-    fn with_room(&self, room: usize) -> Leaves {
+    /// A copy that shares the shared elements, with room for `room` more
+    /// of its own.
+    fn with_room(&self, room: usize) -> Self {
         let mut own = Vec::new();
         if !self.own.is_empty() || room > 0 {
             own.reserve_exact(self.own.len() + room);
             own.extend_from_slice(&self.own);
         }
-        Leaves {
-            shared: Arc::clone(&self.shared),
+        Parts {
+            shared: self.shared.clone(),
             own,
         }
     }
 
-    /// Room for `more` leaves of its own, without growing the array more
-    /// than that.
+    /// Room for `more` elements of its own, without growing the array
+    /// more than that.
     fn reserve_exact(&mut self, more: usize) {
         self.own.reserve_exact(more);
     }
 
-    /// True when the own leaves (copied by every version) or the dead ones
-    /// (kept by every version) have grown enough to be worth a new shared
-    /// array: once a quarter of the ids are dead, or once the own leaves
-    /// `k` pass `sqrt(2n)` for `n` leaves in all. Folding every `k` writes
-    /// copies `n` leaves once and about `k / 2` own leaves with each write,
-    /// `n / k + k / 2` a write, the least at `k = sqrt(2n)`.
-    fn should_fold(&self, dead: usize) -> bool {
+    /// True when the own elements (copied by every version) or the dead
+    /// ones (kept by every version) have grown enough to be worth new
+    /// shared arrays: once more than one in `fold.dead` of the ids are
+    /// dead, or once the own elements `k` pass `sqrt(2 n w)` for `n`
+    /// elements in all and `w` (`fold.written`) written by a version.
+    /// Folding every `k / w` versions copies `n` elements once and about
+    /// `k / 2` own ones with each version, `n w / k + k / 2` a version, the
+    /// least at `k = sqrt(2 n w)`.
+    fn should_fold(&self, dead: usize, fold: Fold) -> bool {
         let (own, n) = (self.own.len(), self.len());
-        dead * 4 > n || own * own > 2 * n
+        dead * fold.dead > n
+            || ((fold.alone || self.shared.is_some()) && own * own > 2 * n * fold.written)
     }
 
-    /// Bytes of memory held: the shared leaves in full (a cache holding
+    /// Bytes of memory held: the shared elements in full (a cache holding
     /// several versions of a page counts them once per version).
     fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.shared) + self.own.capacity() * std::mem::size_of::<Leaf>()
+        std::mem::size_of_val(self.shared()) + self.own.capacity() * std::mem::size_of::<T>()
     }
 }
+
+/// Fewest packed slots for a page to share its slots and trees with its
+/// next versions (see [`Parts`]): below that (at 1M keys a page of leaves
+/// holds about 9), the whole arrays are copied as they were before they
+/// could be shared, where sharing them took more time in a block than it
+/// saved (BENCHMARKS.md).
+const SHARE_MIN: usize = 32;
+
+/// When a part of a page folds (see `Parts::should_fold`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fold {
+    /// About how many elements a version writes to its own.
+    pub(crate) written: usize,
+    /// The part folds once more than one in `dead` of its ids are dead.
+    pub(crate) dead: usize,
+    /// Whether own elements fold when nothing is shared: for leaves, a
+    /// page the general update wrote; slots and trees are all the
+    /// version's own only where it changed most of them, and the next
+    /// version likely does too (a page near the root).
+    pub(crate) alone: bool,
+}
+
+/// When the leaves, the slots and the trees of a page fold. A version
+/// writes about a leaf, a run of slots (of up to 16) and a tree. Dead
+/// slots and trees cost memory only, once for all the versions that share
+/// them: up to as many as the live ones are kept. Dead leaves keep a
+/// quarter: a fold of the leaves renumbers every slot too.
+pub(crate) const FOLD: [Fold; 3] = [
+    Fold {
+        written: 1,
+        dead: 4,
+        alone: true,
+    },
+    Fold {
+        written: 8,
+        dead: 2,
+        alone: false,
+    },
+    Fold {
+        written: 1,
+        dead: 2,
+        alone: false,
+    },
+];
 
 /// Index of an internal node in its page's node array.
 pub type NodeId = u32;
@@ -429,7 +577,7 @@ impl Rehash {
             let page = &mut *pages[task.page].0;
             let (n, hash) = match task.at {
                 TreeAt::Root => continue,
-                TreeAt::Kept { n, t } => (n, page.trees[t][0]),
+                TreeAt::Kept { n, t } => (n, page.trees.get(t as u32)[0]),
                 TreeAt::Scratch { n, w } => (n, self.work[w][0]),
             };
             page.root.children[n] = Node::Inner {
@@ -504,7 +652,7 @@ impl Rehash {
                     (_, at) => {
                         let tree = match at {
                             TreeAt::Root => &page.root.tree,
-                            TreeAt::Kept { t, .. } => &page.trees[t],
+                            TreeAt::Kept { t, .. } => page.trees.get(t as u32),
                             TreeAt::Scratch { w, .. } => &work[w],
                         };
                         gather_level(mask, blocks, |j| {
@@ -526,7 +674,7 @@ impl Rehash {
                 let page = &mut *pages[task.page].0;
                 let tree = match task.at {
                     TreeAt::Root => &mut page.root.tree,
-                    TreeAt::Kept { t, .. } => &mut page.trees[t],
+                    TreeAt::Kept { t, .. } => page.trees.own_mut(t as u32),
                     TreeAt::Scratch { w, .. } => &mut work[w],
                 };
                 let mut nodes = task.mask;
@@ -604,14 +752,15 @@ fn sparse_tree_hash(mask: u16, run: &[Node]) -> Hash {
 /// Where the packed slots of a node below the page root are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Bottom {
-    /// Index of its first occupied slot in [`Page::slots`].
+    /// Id of its first occupied slot in [`Page::slots`]; the node's run of
+    /// slots is all shared or all the page's own.
     start: u32,
     /// Its occupied slots (bit `n` = slot `n`), stored in nibble order.
     mask: u16,
     /// False while its leaf slots' hashes are not computed (the page was
     /// read from a record that stores the node's hash).
     hashed: bool,
-    /// Index of its binary tree in [`Page::trees`], or `NO_TREE`.
+    /// Id of its binary tree in [`Page::trees`], or `NO_TREE`.
     tree: u32,
 }
 
@@ -625,17 +774,17 @@ impl Bottom {
 
     /// Slot `m` of the node, whose run is in `slots` (its page's).
     #[inline]
-    fn slot(&self, slots: &[Node], m: usize) -> Node {
+    fn slot(&self, slots: &Parts<Node>, m: usize) -> Node {
         *self.slot_ref(slots, m)
     }
 
     /// [`Bottom::slot`], by reference.
     #[inline]
-    fn slot_ref<'s>(&self, slots: &'s [Node], m: usize) -> &'s Node {
+    fn slot_ref<'s>(&self, slots: &'s Parts<Node>, m: usize) -> &'s Node {
         if self.mask & (1 << m) == 0 {
             &Node::Empty
         } else {
-            &slots[self.index(m)]
+            slots.get(self.index(m) as u32)
         }
     }
 }
@@ -676,10 +825,12 @@ const TREE_MIN: usize = 8;
 /// nodes it changes (recomputing a sparse node's tree), and a proof through
 /// one expands a copy ([`Page::hashed_node`]). Sized by occupancy, a page
 /// holding 15 keys takes about 2.8 KB instead of 8.2 KB, and copying it for
-/// an update moves that much less. Leaves sit in one more array, shared
-/// with the page's other versions (see `Leaves`), so a page is copied,
-/// read and dropped as a few blocks of memory (the slots, the dense nodes'
-/// trees, the leaves this version wrote). Its root is internal: a page
+/// an update moves that much less. Leaves sit in one more array. The
+/// leaves, and in a page of `SHARE_MIN` slots or more the slots and the
+/// trees too, are shared with the page's other versions (see `Parts`): a
+/// version copies what it changes, so a page is copied, read and dropped
+/// as a few blocks of memory (the root and its bottoms, the slots and
+/// trees of the nodes it changed, the leaves it wrote). Its root is internal: a page
 /// exists only where the trie has an internal node at a page boundary, and
 /// for the trie root.
 ///
@@ -692,12 +843,17 @@ const TREE_MIN: usize = 8;
 pub struct Page {
     root: Inner,
     bottoms: [Bottom; 16],
-    slots: Vec<Node>,
+    slots: Parts<Node>,
     /// The binary trees of the dense nodes below the root.
-    trees: Vec<[Hash; 15]>,
+    trees: Parts<[Hash; 15]>,
     leaves: Leaves,
     /// Leaves in `leaves` that no slot refers to any more.
     dead_leaves: u32,
+    /// Shared slots in `slots` that no node refers to any more (their
+    /// nodes' runs moved to the own slots).
+    dead_slots: u32,
+    /// Shared trees in `trees` that no node refers to any more.
+    dead_trees: u32,
     /// Leaves and child references in the page.
     terminals: u32,
 }
@@ -830,24 +986,25 @@ impl Edit<'_> {
                 SlotPos::new(1, n as u16)
             }
             Some(m) => {
+                page.own_bottom(n);
                 // An unhashed node is checked with the slots it was stored
                 // with.
                 if !page.bottoms[n].hashed {
                     page.hash_bottom(n)?;
                 }
                 let b = page.bottoms[n];
-                let i = b.index(m);
+                let i = b.index(m) as u32;
                 match (b.mask & (1 << m) != 0, node.is_empty()) {
-                    (true, false) => page.slots[i] = node,
+                    (true, false) => *page.slots.own_mut(i) = node,
                     (true, true) => {
                         page.slots.remove(i);
                         page.bottoms[n].mask &= !(1 << m);
-                        page.shift_runs_after(n, -1);
+                        page.shift_runs(n, i, -1);
                     }
                     (false, false) => {
                         page.slots.insert(i, node);
                         page.bottoms[n].mask |= 1 << m;
-                        page.shift_runs_after(n, 1);
+                        page.shift_runs(n, i, 1);
                     }
                     (false, true) => {}
                 }
@@ -903,17 +1060,12 @@ impl Edit<'_> {
         };
         let l = *page.leaves.get(id);
         let m = usize::from(nibble(&l.key_hash, depth + 1));
-        // The node's run starts where the runs of the nodes before it end.
-        let start = (0..n)
-            .rev()
-            .find(|&k| matches!(page.root.children[k], Node::Inner { .. }))
-            .map_or(0, |k| {
-                let b = page.bottoms[k];
-                b.start as usize + b.mask.count_ones() as usize
-            });
-        page.slots.insert(start, leaf);
+        // The node's run goes after the own slots (an emptied run there
+        // moves up with them).
+        let start = page.slots.push(leaf);
+        page.shift_runs(n, start, 1);
         page.bottoms[n] = Bottom {
-            start: start as u32,
+            start,
             mask: 1 << m,
             hashed: true,
             tree: NO_TREE,
@@ -922,7 +1074,6 @@ impl Edit<'_> {
             id: n as NodeId + 1,
             hash: EMPTY,
         };
-        page.shift_runs_after(n, 1);
         self.root_dirty |= 1 << n;
         self.below[n] |= 1 << m;
         let above = SlotPos::new(1, n as u16).unwrap_or_else(unreachable_pos);
@@ -949,7 +1100,7 @@ impl Edit<'_> {
         let page = &mut *self.page;
         self.root_dirty |= 1 << n;
         let b = page.bottoms[n];
-        let lone = match (b.mask.count_ones(), page.slots.get(b.start as usize)) {
+        let lone = match (b.mask.count_ones(), page.slots.try_get(b.start)) {
             (0, _) => Node::Empty,
             (1, Some(leaf @ Node::Leaf { .. })) => *leaf,
             _ => {
@@ -963,8 +1114,8 @@ impl Edit<'_> {
             }
         };
         if !lone.is_empty() {
-            page.slots.remove(b.start as usize);
-            page.shift_runs_after(n, -1);
+            page.slots.remove(b.start);
+            page.shift_runs(n, b.start, -1);
         }
         page.drop_tree(n);
         page.bottoms[n] = Bottom::default();
@@ -1019,8 +1170,8 @@ impl Page {
     /// against its budget.
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Page>()
-            + self.slots.capacity() * std::mem::size_of::<Node>()
-            + self.trees.capacity() * std::mem::size_of::<[Hash; 15]>()
+            + self.slots.heap_bytes()
+            + self.trees.heap_bytes()
             + self.leaves.heap_bytes()
     }
 
@@ -1040,8 +1191,7 @@ impl Page {
     #[inline]
     fn run(&self, n: usize) -> &[Node] {
         let b = &self.bottoms[n];
-        let start = b.start as usize;
-        &self.slots[start..start + b.mask.count_ones() as usize]
+        self.slots.range(b.start, b.mask.count_ones() as usize)
     }
 
     /// Slot `n` of internal node `id`.
@@ -1088,7 +1238,7 @@ impl Page {
     fn expand(&self, n: usize) -> Inner {
         let b = self.bottoms[n];
         let mut node = Inner::default();
-        match self.trees.get(b.tree as usize) {
+        match self.trees.try_get(b.tree) {
             Some(tree) => node.tree = *tree,
             None => node.stale = true,
         }
@@ -1181,7 +1331,7 @@ impl Page {
             Node::Leaf { id, .. } => Some(id),
             Node::Inner { .. } => {
                 let m = usize::from(nibble(key_hash, depth + 1));
-                match self.slots.get(slot.bottom.index(m)) {
+                match self.slots.try_get(slot.bottom.index(m) as u32) {
                     Some(Node::Leaf { id, .. }) => Some(*id),
                     _ => None,
                 }
@@ -1192,18 +1342,73 @@ impl Page {
             .map_or(0, |l| l.key_hash[0])
     }
 
-    /// How the page keeps its leaves, for tests: the address of its shared
-    /// leaves, how many leaves of its own it has, its leaf ids in use and
-    /// how many of them are dead.
+    /// How the page keeps its parts, for tests: for its leaves, its
+    /// packed slots and its trees, in this order, the address of the
+    /// shared elements, how many elements of its own it has, its ids in
+    /// use and how many of them are dead.
     #[cfg(test)]
-    pub(crate) fn leaf_sharing(&self) -> (*const Leaf, usize, usize, usize) {
-        let l = &self.leaves;
-        (
-            l.shared.as_ptr(),
-            l.own.len(),
-            l.len(),
-            self.dead_leaves as usize,
-        )
+    pub(crate) fn sharing(&self) -> [(*const u8, usize, usize, usize); 3] {
+        fn of<T: Copy>(p: &Parts<T>, dead: u32) -> (*const u8, usize, usize, usize) {
+            let shared = p.shared().as_ptr().cast::<u8>();
+            (shared, p.own.len(), p.len(), dead as usize)
+        }
+        [
+            of(&self.leaves, self.dead_leaves),
+            of(&self.slots, self.dead_slots),
+            of(&self.trees, self.dead_trees),
+        ]
+    }
+
+    /// Checks, for tests, how the page keeps its slots and trees: the runs
+    /// of the nodes below the root do not overlap, the own slots and trees
+    /// are all in use, and the dead counts are the shared slots and trees
+    /// no node uses.
+    #[cfg(test)]
+    pub(crate) fn check_parts(&self) -> Result<(), String> {
+        let (mut runs, mut trees) = (Vec::new(), Vec::new());
+        for (n, c) in self.root.children.iter().enumerate() {
+            if matches!(c, Node::Inner { .. }) {
+                let b = self.bottoms[n];
+                runs.push((b.start as usize, b.mask.count_ones() as usize));
+                if b.tree != NO_TREE {
+                    trees.push(b.tree as usize);
+                }
+            }
+        }
+        runs.sort_unstable();
+        trees.sort_unstable();
+        if runs.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
+            return Err(format!("overlapping runs {runs:?}"));
+        }
+        if trees.windows(2).any(|w| w[0] == w[1]) {
+            return Err(format!("a tree kept twice {trees:?}"));
+        }
+        let shared = self.slots.shared_len();
+        let (in_shared, in_own) = runs.iter().fold((0, 0), |(s, o), &(start, len)| {
+            if start < shared {
+                (s + len, o)
+            } else {
+                (s, o + len)
+            }
+        });
+        if in_own != self.slots.own.len() || shared - in_shared != self.dead_slots as usize {
+            return Err(format!(
+                "slots: {in_shared} of {shared} shared and {in_own} of {} own in use, {} dead",
+                self.slots.own.len(),
+                self.dead_slots
+            ));
+        }
+        let shared = self.trees.shared_len();
+        let in_shared = trees.iter().filter(|&&t| t < shared).count();
+        let in_own = trees.len() - in_shared;
+        if in_own != self.trees.own.len() || shared - in_shared != self.dead_trees as usize {
+            return Err(format!(
+                "trees: {in_shared} of {shared} shared and {in_own} of {} own in use, {} dead",
+                self.trees.own.len(),
+                self.dead_trees
+            ));
+        }
+        Ok(())
     }
 
     /// Number of terminals (what a base record of the page holds).
@@ -1382,14 +1587,19 @@ impl Page {
         (slots, written): (usize, usize),
         changes: &mut Vec<(SlotPos, Option<Terminal>)>,
     ) -> Result<Option<InPlace>, &'static str> {
-        // The copy has room for the slots the update adds and the leaves
-        // it writes, so it does not grow (reallocate and copy) its arrays.
-        // It is built on the stack and moved into its allocation; a copy
-        // made straight into the allocation measured no faster
-        // (BENCHMARKS.md).
+        // The copy has room for the slots the update adds, the shared
+        // nodes below the root it changes and the leaves it writes, so it
+        // does not grow (reallocate and copy) its arrays. It is built on
+        // the stack and moved into its allocation; a copy made straight
+        // into the allocation measured no faster (BENCHMARKS.md).
         let mut copy = Arc::new(self.copy_with_room(slots, written));
+        let page = Arc::make_mut(&mut copy);
+        let touched = ups
+            .iter()
+            .fold(0u16, |t, (key_hash, _)| t | 1 << nibble(key_hash, depth));
+        page.room_to_own(touched, slots);
         let mut edit = Edit {
-            page: Arc::make_mut(&mut copy),
+            page,
             root_dirty: 0,
             below: [0; 16],
             bottoms: 0,
@@ -1499,9 +1709,7 @@ impl Page {
         if depth > 0 && (page.root.occupied() == 0 || page.root.lone_leaf().is_some()) {
             return Ok(None);
         }
-        if page.leaves.should_fold(page.dead_leaves as usize) {
-            compact_leaves(page);
-        }
+        page.fold_if_due();
         sort_changes(changes);
         Ok(Some(InPlace {
             page: copy,
@@ -1515,41 +1723,163 @@ impl Page {
         }))
     }
 
-    /// A copy of the page with room for `room` more slots and `leaves` more
-    /// leaves (it shares this page's shared leaves).
+    /// A copy of the page that shares this page's shared parts, with room
+    /// for `leaves` more leaves of its own and, when its slots are all its
+    /// own, `room` more slots (with shared slots, see
+    /// [`Page::room_to_own`]).
     fn copy_with_room(&self, room: usize, leaves: usize) -> Page {
-        fn with_room<T: Copy>(v: &[T], room: usize) -> Vec<T> {
-            let mut copy = Vec::with_capacity(v.len() + room);
-            copy.extend_from_slice(v);
-            copy
-        }
+        let room = if self.slots.shared.is_some() { 0 } else { room };
         Page {
             root: self.root,
             bottoms: self.bottoms,
-            slots: with_room(&self.slots, room),
-            trees: self.trees.clone(),
+            slots: self.slots.with_room(room),
+            trees: self.trees.with_room(0),
             leaves: self.leaves.with_room(leaves),
             dead_leaves: self.dead_leaves,
+            dead_slots: self.dead_slots,
+            dead_trees: self.dead_trees,
             terminals: self.terminals,
         }
     }
 
-    /// Moves the packed runs of the nodes below root slots after `n` by
-    /// `by` slots (one was inserted into or removed from `n`'s run).
-    fn shift_runs_after(&mut self, n: usize, by: i32) {
-        for (b, c) in self.bottoms.iter_mut().zip(&self.root.children).skip(n + 1) {
-            if matches!(c, Node::Inner { .. }) {
+    /// In a copy made by [`Page::copy_with_room`] that shares slots, the
+    /// room for `room` more slots and for the shared slots and trees of
+    /// the nodes below the root slots in `touched` (bit `n` = slot `n`),
+    /// which an update copies to its own ([`Page::own_bottom`]). A copy
+    /// that would copy most of its live shared slots takes all of them
+    /// instead, packed, and shares none.
+    ///
+    /// This reads the copy, not the page it copies: reading the page's
+    /// nodes before the copy waited on each cold line in turn, where the
+    /// copy streams them (1.1x slower at 1M keys).
+    fn room_to_own(&mut self, touched: u16, room: usize) {
+        if self.slots.shared.is_none() {
+            return;
+        }
+        let (mut slots, mut trees) = (0, 0);
+        let mut rest = touched;
+        while rest != 0 {
+            let n = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            if matches!(self.root.children[n], Node::Inner { .. }) {
+                let b = self.bottoms[n];
+                if (b.start as usize) < self.slots.shared_len() {
+                    slots += b.mask.count_ones() as usize;
+                }
+                trees +=
+                    usize::from(b.tree != NO_TREE && (b.tree as usize) < self.trees.shared_len());
+            }
+        }
+        if slots * 2 > self.slots.shared_len() - self.dead_slots as usize {
+            let (bottoms, trees) = self.packed_bottoms();
+            let mut own = Vec::with_capacity(self.live_slots().len() + room);
+            for n in 0..16 {
+                if matches!(self.root.children[n], Node::Inner { .. }) {
+                    own.extend_from_slice(self.run(n));
+                }
+            }
+            self.bottoms = bottoms;
+            self.slots = Parts { shared: None, own };
+            self.trees = Parts {
+                shared: None,
+                own: trees,
+            };
+            (self.dead_slots, self.dead_trees) = (0, 0);
+        } else {
+            self.slots.reserve_exact(slots + room);
+            self.trees.reserve_exact(trees);
+        }
+    }
+
+    /// The slots of the nodes below the root, run after run in nibble
+    /// order: the page's slots without the dead ones.
+    fn live_slots(&self) -> impl ExactSizeIterator<Item = &Node> + '_ {
+        let inner = |n: &usize| matches!(self.root.children[*n], Node::Inner { .. });
+        let len: usize = (0..16)
+            .filter(inner)
+            .map(|n| self.bottoms[n].mask.count_ones() as usize)
+            .sum();
+        let mut runs = (0..16).filter(inner).flat_map(|n| self.run(n));
+        // A range's length is known: `collect` allocates once. The runs
+        // hold exactly `len` slots.
+        (0..len).map(move |_| runs.next().unwrap_or(&Node::Empty))
+    }
+
+    /// The page's bottoms for its [`Page::live_slots`] packed from id 0,
+    /// and the trees they keep, in the same order.
+    fn packed_bottoms(&self) -> ([Bottom; 16], Vec<[Hash; 15]>) {
+        let mut bottoms = self.bottoms;
+        let mut trees = Vec::with_capacity(self.trees.len() - self.dead_trees as usize);
+        let mut start = 0;
+        for (b, c) in bottoms.iter_mut().zip(&self.root.children) {
+            if !matches!(c, Node::Inner { .. }) {
+                continue;
+            }
+            b.start = start;
+            start += b.mask.count_ones();
+            if let Some(tree) = self.trees.try_get(b.tree) {
+                trees.push(*tree);
+                b.tree = (trees.len() - 1) as u32;
+            }
+        }
+        (bottoms, trees)
+    }
+
+    /// Folds the page's own parts into new shared arrays when they, or
+    /// the dead ones, have grown enough (see `Parts::should_fold`; a
+    /// version writes about one leaf, one tree, and a run of slots): the
+    /// slots and trees, or all of them when the leaves are due (their new
+    /// ids change the slots).
+    fn fold_if_due(&mut self) {
+        let [leaves, slots, trees] = FOLD;
+        let leaves = self.leaves.should_fold(self.dead_leaves as usize, leaves);
+        if leaves
+            || self.slots.should_fold(self.dead_slots as usize, slots)
+            || self.trees.should_fold(self.dead_trees as usize, trees)
+        {
+            fold(self, leaves);
+        }
+    }
+
+    /// Moves the own runs of the nodes below the root slots other than `n`
+    /// by `by` slots where a slot was inserted into (`by` 1) or removed from
+    /// (`by` -1) `n`'s run at id `at`: the runs from `at` on, or after it.
+    /// An emptied run, until its node goes, sits where a run ends, and
+    /// moves with the runs after it.
+    fn shift_runs(&mut self, n: usize, at: u32, by: i32) {
+        for (k, (b, c)) in self.bottoms.iter_mut().zip(&self.root.children).enumerate() {
+            let after = if by > 0 { b.start >= at } else { b.start > at };
+            if k != n && after && matches!(c, Node::Inner { .. }) {
                 b.start = b.start.wrapping_add_signed(by);
             }
+        }
+    }
+
+    /// Makes the node below root slot `n` this version's own, so that an
+    /// update can change it: its run of slots, and its tree if it keeps
+    /// one, copied from the shared arrays to the ends of the own ones (the
+    /// shared copies are then dead). A page version copies the nodes below
+    /// its root that it changes and shares the others (see [`Parts`]).
+    #[inline]
+    fn own_bottom(&mut self, n: usize) {
+        let b = self.bottoms[n];
+        if (b.start as usize) < self.slots.shared_len() {
+            let len = b.mask.count_ones() as usize;
+            self.bottoms[n].start = self.slots.adopt(b.start, len);
+            self.dead_slots += len as u32;
+        }
+        if b.tree != NO_TREE && (b.tree as usize) < self.trees.shared_len() {
+            self.bottoms[n].tree = self.trees.adopt(b.tree, 1);
+            self.dead_trees += 1;
         }
     }
 
     /// Computes the leaf hashes of the unhashed node below root slot `n`
     /// and checks the node's hash against the one stored in the root slot.
     fn hash_bottom(&mut self, n: usize) -> Result<(), &'static str> {
+        self.own_bottom(n);
         let b = self.bottoms[n];
-        let start = b.start as usize;
-        for slot in &mut self.slots[start..start + b.mask.count_ones() as usize] {
+        for slot in self.slots.range_mut(b.start, b.mask.count_ones() as usize) {
             if let Node::Leaf { id, .. } = *slot {
                 *slot = hashed_leaf(&self.leaves, id);
             }
@@ -1573,9 +1903,9 @@ impl Page {
             return sparse_tree_hash(b.mask, self.run(n));
         };
         // The slot hashes the rehash reads, taken from the packed run.
-        let run = &self.slots;
-        rehash_tree(&mut self.trees[t], |m| b.slot(run, m).hash(), 0xffff);
-        let hash = self.trees[t][0];
+        let (t, slots) = (t as u32, &self.slots);
+        rehash_tree(self.trees.own_mut(t), |m| b.slot(slots, m).hash(), 0xffff);
+        let hash = self.trees.get(t)[0];
         if (b.mask.count_ones() as usize) < TREE_MIN {
             self.drop_tree(n);
         }
@@ -1587,13 +1917,14 @@ impl Page {
     /// the node turned dense, or none for a sparse node that keeps none
     /// (computed over its occupied slots and kept nowhere).
     fn bottom_tree(&mut self, n: usize) -> Option<(usize, bool)> {
+        self.own_bottom(n);
         let b = self.bottoms[n];
         if b.tree != NO_TREE {
             Some((b.tree as usize, false))
         } else if b.mask.count_ones() as usize >= TREE_MIN {
-            self.trees.push([EMPTY; 15]);
-            self.bottoms[n].tree = (self.trees.len() - 1) as u32;
-            Some((self.trees.len() - 1, true))
+            let t = self.trees.push([EMPTY; 15]);
+            self.bottoms[n].tree = t;
+            Some((t as usize, true))
         } else {
             None
         }
@@ -1606,8 +1937,12 @@ impl Page {
         if t == NO_TREE {
             return;
         }
-        self.trees.remove(t as usize);
         self.bottoms[n].tree = NO_TREE;
+        if (t as usize) < self.trees.shared_len() {
+            self.dead_trees += 1;
+            return;
+        }
+        self.trees.remove(t);
         for b in self.bottoms.iter_mut() {
             if b.tree != NO_TREE && b.tree > t {
                 b.tree -= 1;
@@ -1759,7 +2094,7 @@ impl Dense {
 
     /// The packed page, taking the nodes left packed from `old` (the page
     /// this one was expanded from). The leaves are folded into a new shared
-    /// array when `Leaves::should_fold` says so (unreferenced ones cost
+    /// array when `Parts::should_fold` says so (unreferenced ones cost
     /// memory until then, not time: nothing walks what no slot refers to).
     pub(crate) fn pack(self, old: Option<&Page>) -> Page {
         let mut root = self.nodes[0];
@@ -1783,6 +2118,7 @@ impl Dense {
                 kept += usize::from(tree);
             }
         }
+        let share = len >= SHARE_MIN;
         let mut slots = Vec::with_capacity(len);
         let mut trees = Vec::with_capacity(kept);
         let mut bottoms = [Bottom::default(); 16];
@@ -1795,7 +2131,7 @@ impl Dense {
                 (PACKED, Some(o)) => {
                     slots.extend_from_slice(o.run(n));
                     let b = o.bottoms[n];
-                    (b.mask, b.hashed, o.trees.get(b.tree as usize))
+                    (b.mask, b.hashed, o.trees.try_get(b.tree))
                 }
                 // `for_update` is the only maker of packed ids, and its
                 // page is always packed with the page it was expanded from.
@@ -1834,15 +2170,15 @@ impl Dense {
         let mut page = Page {
             root,
             bottoms,
-            slots,
-            trees,
+            slots: Parts::packed(slots, share),
+            trees: Parts::packed(trees, share),
             leaves: self.leaves,
             dead_leaves: self.dead_leaves,
+            dead_slots: 0,
+            dead_trees: 0,
             terminals: self.terminals,
         };
-        if page.leaves.should_fold(page.dead_leaves as usize) {
-            compact_leaves(&mut page);
-        }
+        page.fold_if_due();
         page
     }
 
@@ -2060,26 +2396,68 @@ fn hashed_leaf(leaves: &Leaves, id: LeafId) -> Node {
     }
 }
 
-/// Puts the leaves of `page` that a slot refers to into a new shared
-/// array, renumbered in slot order, and drops the others.
-fn compact_leaves(page: &mut Page) {
+/// Folds the parts of `page` into new shared arrays, each without the
+/// dead entries: the runs of the nodes below the root in nibble order with
+/// their trees, and, if `leaves`, the leaves that a slot refers to,
+/// renumbered in slot order.
+fn fold(page: &mut Page, leaves: bool) {
     // At most 256 leaves: a root slot holds one, or a node of at most 16.
     let mut order = [0 as LeafId; 256];
     let mut live = 0;
-    let mut renumber = |node: &mut Node| {
-        if let Node::Leaf { id, .. } = node {
+    let mut renumber = |mut node: Node| {
+        if let (true, Node::Leaf { id, .. }) = (leaves, &mut node) {
             order[live] = *id;
             *id = live as LeafId;
             live += 1;
         }
+        node
     };
-    page.root.children.iter_mut().for_each(&mut renumber);
-    page.slots.iter_mut().for_each(&mut renumber);
+    page.root
+        .children
+        .iter_mut()
+        .for_each(|c| *c = renumber(*c));
+    if page.slots.shared.is_none() {
+        // The slots are all this version's own (a small page, or one whose
+        // version changed most of them, see `Page::copy_with_room`), and
+        // so are the trees: renumbered where they are.
+        if leaves {
+            let own = &mut page.slots.own;
+            own.iter_mut().for_each(|s| *s = renumber(*s));
+            fold_leaves(page, &order[..live]);
+        }
+        return;
+    }
+    let (bottoms, trees) = page.packed_bottoms();
+    let slots = page.live_slots();
+    let share = slots.len() >= SHARE_MIN;
+    // Iterators of known length: one exact allocation.
+    page.slots = if share {
+        Parts {
+            shared: Some(slots.map(|s| renumber(*s)).collect()),
+            own: Vec::new(),
+        }
+    } else {
+        Parts {
+            shared: None,
+            own: slots.map(|s| renumber(*s)).collect(),
+        }
+    };
+    page.bottoms = bottoms;
+    page.trees = Parts::packed(trees, share);
+    (page.dead_slots, page.dead_trees) = (0, 0);
+    if leaves {
+        fold_leaves(page, &order[..live]);
+    }
+}
+
+/// Puts the leaves `order` (by old id, in their new order) of `page` into
+/// a new shared array, after [`fold`] renumbered the slots.
+fn fold_leaves(page: &mut Page, order: &[LeafId]) {
     let old = &page.leaves;
     // A mapped slice iterator knows its length: one exact allocation.
-    let shared: Arc<[Leaf]> = order[..live].iter().map(|&id| *old.get(id)).collect();
-    page.leaves = Leaves {
-        shared,
+    let leaves: Arc<[Leaf]> = order.iter().map(|&id| *old.get(id)).collect();
+    page.leaves = Parts {
+        shared: (!order.is_empty()).then_some(leaves),
         own: Vec::new(),
     };
     page.dead_leaves = 0;
