@@ -59,7 +59,9 @@ pub struct Leaf {
 /// elements the version replaced) dropped, once copying them with every
 /// version costs more than copying all of them once more (see
 /// [`Page::fold_if_due`]). A page shares its slots and trees only when it
-/// holds `SHARE_MIN` slots or more.
+/// holds `SHARE_MIN` slots or more, and a version that took them whole
+/// (see [`Page::room_to_own`]) keeps them its own until the page is
+/// packed or its leaves fold (see `Fold::alone`).
 ///
 /// At 1M keys a page's leaves take about 1 KB and its packed slots about
 /// 0.4 KB; at 10M its leaves about 9.5 KB, its slots about 4.6 KB and its
@@ -1578,7 +1580,9 @@ impl Page {
     ///
     /// `leaf_hashes[i]` is the leaf hash of `ups[i]` (when it sets a
     /// value). The copy's changed binary trees are left to rehash
-    /// ([`InPlace::unhashed`]).
+    /// ([`InPlace::unhashed`]), and then its parts to fold
+    /// ([`Page::fold_if_due`]): folded first, the rehash would copy the
+    /// changed nodes back to its own.
     pub(crate) fn in_place(
         &self,
         depth: usize,
@@ -1589,7 +1593,8 @@ impl Page {
     ) -> Result<Option<InPlace>, &'static str> {
         // The copy has room for the slots the update adds, the shared
         // nodes below the root it changes and the leaves it writes, so it
-        // does not grow (reallocate and copy) its arrays. It is built on
+        // seldom grows (reallocates and copies) its arrays: only for a
+        // node that turns dense and gets a tree. It is built on
         // the stack and moved into its allocation; a copy made straight
         // into the allocation measured no faster (BENCHMARKS.md).
         let mut copy = Arc::new(self.copy_with_room(slots, written));
@@ -1709,7 +1714,6 @@ impl Page {
         if depth > 0 && (page.root.occupied() == 0 || page.root.lone_leaf().is_some()) {
             return Ok(None);
         }
-        page.fold_if_due();
         sort_changes(changes);
         Ok(Some(InPlace {
             page: copy,
@@ -1830,7 +1834,7 @@ impl Page {
     /// version writes about one leaf, one tree, and a run of slots): the
     /// slots and trees, or all of them when the leaves are due (their new
     /// ids change the slots).
-    fn fold_if_due(&mut self) {
+    pub(crate) fn fold_if_due(&mut self) {
         let [leaves, slots, trees] = FOLD;
         let leaves = self.leaves.should_fold(self.dead_leaves as usize, leaves);
         if leaves
@@ -1844,8 +1848,9 @@ impl Page {
     /// Moves the own runs of the nodes below the root slots other than `n`
     /// by `by` slots where a slot was inserted into (`by` 1) or removed from
     /// (`by` -1) `n`'s run at id `at`: the runs from `at` on, or after it.
-    /// An emptied run, until its node goes, sits where a run ends, and
-    /// moves with the runs after it.
+    /// An emptied run (its node goes when the edit finishes) may be moved
+    /// into another run's ids: it holds none, and nothing is put in it
+    /// after its slots were edited (the updates come in key order).
     fn shift_runs(&mut self, n: usize, at: u32, by: i32) {
         for (k, (b, c)) in self.bottoms.iter_mut().zip(&self.root.children).enumerate() {
             let after = if by > 0 { b.start >= at } else { b.start > at };
@@ -2418,7 +2423,7 @@ fn fold(page: &mut Page, leaves: bool) {
         .for_each(|c| *c = renumber(*c));
     if page.slots.shared.is_none() {
         // The slots are all this version's own (a small page, or one whose
-        // version changed most of them, see `Page::copy_with_room`), and
+        // version changed most of them, see `Page::room_to_own`), and
         // so are the trees: renumbered where they are.
         if leaves {
             let own = &mut page.slots.own;

@@ -667,6 +667,11 @@ impl Batch<'_> {
                 .map(|b| (Arc::make_mut(&mut b.in_place.page), b.in_place.unhashed))
                 .collect();
             rehash.borrow_mut().run(&mut pages);
+            // After the rehash, which writes the changed nodes' trees in
+            // the pages' own arrays.
+            for (page, _) in pages.iter_mut() {
+                page.fold_if_due();
+            }
         });
         for b in self.pages.drain(..) {
             let InPlace {
@@ -1605,18 +1610,18 @@ mod tests {
             counts.emptied += EMPTIED.with(|r| r.get());
             let general = run(&store, policy, version, &ups, false);
             assert_same(&fast, &general, seed);
-            for w in &fast.writes {
+            // Over pages read from records, nodes below page roots are
+            // hashed and checked on the way.
+            let records = FromRecords(&store);
+            let from_records = run(&records, policy, version, &ups, true);
+            assert_same(&from_records, &general, seed);
+            for w in fast.writes.iter().chain(&from_records.writes) {
                 if let Some(page) = &w.page {
                     if let Err(e) = page.check_parts() {
                         panic!("version {version}, page {:?}: {e}, seed {seed}", w.path);
                     }
                 }
             }
-            // Over pages read from records, nodes below page roots are
-            // hashed and checked on the way.
-            let records = FromRecords(&store);
-            let from_records = run(&records, policy, version, &ups, true);
-            assert_same(&from_records, &general, seed);
             store.apply(&fast).expect("apply");
             keys.extend(ups.iter().filter(|u| u.1.is_some()).map(|u| u.0));
             keys.sort_unstable();
