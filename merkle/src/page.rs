@@ -1599,10 +1599,7 @@ impl Page {
         // into the allocation measured no faster (BENCHMARKS.md).
         let mut copy = Arc::new(self.copy_with_room(slots, written));
         let page = Arc::make_mut(&mut copy);
-        let touched = ups
-            .iter()
-            .fold(0u16, |t, (key_hash, _)| t | 1 << nibble(key_hash, depth));
-        page.room_to_own(touched, slots);
+        page.room_to_own((depth, ups), slots);
         let mut edit = Edit {
             page,
             root_dirty: 0,
@@ -1748,18 +1745,21 @@ impl Page {
 
     /// In a copy made by [`Page::copy_with_room`] that shares slots, the
     /// room for `room` more slots and for the shared slots and trees of
-    /// the nodes below the root slots in `touched` (bit `n` = slot `n`),
-    /// which an update copies to its own ([`Page::own_bottom`]). A copy
+    /// the nodes below the root slots that `ups` (the updates of the page
+    /// at nibble `depth`) reach, which an update copies to its own ([`Page::own_bottom`]). A copy
     /// that would copy most of its live shared slots takes all of them
     /// instead, packed, and shares none.
     ///
     /// This reads the copy, not the page it copies: reading the page's
     /// nodes before the copy waited on each cold line in turn, where the
     /// copy streams them (1.1x slower at 1M keys).
-    fn room_to_own(&mut self, touched: u16, room: usize) {
+    fn room_to_own(&mut self, (depth, ups): (usize, &[(KeyHash, Option<ValueHash>)]), room: usize) {
         if self.slots.shared.is_none() {
             return;
         }
+        let touched = ups
+            .iter()
+            .fold(0u16, |t, (key_hash, _)| t | 1 << nibble(key_hash, depth));
         let (mut slots, mut trees) = (0, 0);
         let mut rest = touched;
         while rest != 0 {
