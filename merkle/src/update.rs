@@ -271,6 +271,29 @@ pub fn apply<S: PageSource + ?Sized>(
     if let Some(i) = updates.windows(2).position(|w| w[0].0 >= w[1].0) {
         return Err(MerkleError::UnsortedUpdates { index: i + 1 });
     }
+    let run = || apply_sorted(source, policy, read_version, write_version, updates);
+    if updates.len() < PARALLEL_MIN || rayon::current_thread_index().is_some() {
+        run()
+    } else {
+        // A large update runs whole on a thread of the pool, not on the
+        // caller's: from outside, every parallel part of it (the leaf
+        // hashes, each level of pages) woke the pool's threads while the
+        // caller slept, and on a VM of 2 vCPUs the scheduler often queued
+        // both woken threads on one CPU for milliseconds while the other
+        // idled (seen in a `sched_switch` trace). Inside the pool the
+        // threads find each other's work without sleeping in between.
+        rayon::scope(|_| run())
+    }
+}
+
+/// [`apply`] of updates known to be sorted.
+fn apply_sorted<S: PageSource + ?Sized>(
+    source: &S,
+    policy: DeltaPolicy,
+    read_version: u64,
+    write_version: u64,
+    updates: &[Update],
+) -> Result<UpdateOutput, MerkleError> {
     let started = std::time::Instant::now();
     let view = source.view(read_version)?;
     let pages = match &view {
@@ -1248,7 +1271,8 @@ fn in_place_enabled() -> bool {
 thread_local! {
     /// Tests turn the update in place off to compare it with the general
     /// update (rayon's threads keep the default, so such a test runs its
-    /// update on one thread: below `PARALLEL_MIN` updates).
+    /// update on one thread, its own: below `PARALLEL_MIN` updates, which
+    /// `apply` does not move to the pool).
     static IN_PLACE_ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
