@@ -278,7 +278,7 @@ pub fn apply<S: PageSource + ?Sized>(
         // A large update runs whole on a thread of the pool, not on the
         // caller's: from outside, every parallel part of it (the leaf
         // hashes, each level of pages) woke the pool's threads while the
-        // caller slept, and on a VM of 2 vCPUs the scheduler often queued
+        // caller slept, and on a VM of 2 vCPUs the scheduler at times queued
         // both woken threads on one CPU for milliseconds while the other
         // idled (seen in a `sched_switch` trace). Inside the pool the
         // threads find each other's work without sleeping in between.
