@@ -798,6 +798,18 @@ pub(crate) struct WarmSlot {
     bottom: Bottom,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Root slots that an update in place on this thread gave a second
+    /// leaf (`Edit::split`) while the page shared its slots with another
+    /// version.
+    pub(crate) static SHARED_SPLITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Nodes below a page root that an update in place on this thread
+    /// left empty or with one leaf (`Edit::finish_bottom` removing them)
+    /// while the page shared its slots with another version.
+    pub(crate) static SHARED_REMOVALS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// [`Bottom::tree`] of a node whose binary tree is not kept.
 const NO_TREE: u32 = u32::MAX;
 
@@ -1062,6 +1074,10 @@ impl Edit<'_> {
         };
         let l = *page.leaves.get(id);
         let m = usize::from(nibble(&l.key_hash, depth + 1));
+        #[cfg(test)]
+        if page.slots.shared_len() > 0 {
+            SHARED_SPLITS.with(|c| c.set(c.get() + 1));
+        }
         // The node's run goes after the own slots (an emptied run there
         // moves up with them).
         let start = page.slots.push(leaf);
@@ -1115,6 +1131,10 @@ impl Edit<'_> {
                 return;
             }
         };
+        #[cfg(test)]
+        if page.slots.shared_len() > 0 {
+            SHARED_REMOVALS.with(|c| c.set(c.get() + 1));
+        }
         if !lone.is_empty() {
             page.slots.remove(b.start);
             page.shift_runs(n, b.start, -1);
@@ -1748,18 +1768,33 @@ impl Page {
     /// the nodes below the root slots that `ups` (the updates of the page
     /// at nibble `depth`) reach, which an update copies to its own ([`Page::own_bottom`]). A copy
     /// that would copy most of its live shared slots takes all of them
-    /// instead, packed, and shares none.
+    /// instead, packed, and shares none; a copy of `SHARE_MIN` slots or
+    /// more that shares none and whose updates reach at most half of them
+    /// shares them again.
     ///
     /// This reads the copy, not the page it copies: reading the page's
     /// nodes before the copy waited on each cold line in turn, where the
     /// copy streams them (1.1x slower at 1M keys).
     fn room_to_own(&mut self, (depth, ups): (usize, &[(KeyHash, Option<ValueHash>)]), room: usize) {
+        let touched_by = |ups: &[(KeyHash, Option<ValueHash>)]| {
+            ups.iter()
+                .fold(0u16, |t, (key_hash, _)| t | 1 << nibble(key_hash, depth))
+        };
         if self.slots.shared.is_none() {
-            return;
+            // All the slots are the copy's own: a small page, or a large
+            // one whose earlier version changed most of it (below). When
+            // this version changes at most half of a large one, its slots
+            // and trees become shared arrays again, so that the versions
+            // after it share what they leave alone (kept own, a page that
+            // once took its slots whole copied them whole ever after).
+            let own = self.slots.own.len();
+            if own < SHARE_MIN || self.touched_slots(touched_by(ups)) * 2 > own {
+                return;
+            }
+            self.slots = Parts::packed(std::mem::take(&mut self.slots.own), true);
+            self.trees = Parts::packed(std::mem::take(&mut self.trees.own), true);
         }
-        let touched = ups
-            .iter()
-            .fold(0u16, |t, (key_hash, _)| t | 1 << nibble(key_hash, depth));
+        let touched = touched_by(ups);
         let (mut slots, mut trees) = (0, 0);
         let mut rest = touched;
         while rest != 0 {
@@ -1793,6 +1828,17 @@ impl Page {
             self.slots.reserve_exact(slots + room);
             self.trees.reserve_exact(trees);
         }
+    }
+
+    /// The slots of the nodes below the root slots `touched` (bit `n` =
+    /// root slot `n`).
+    fn touched_slots(&self, touched: u16) -> usize {
+        (0..16)
+            .filter(|&n| {
+                touched & 1 << n != 0 && matches!(self.root.children[n], Node::Inner { .. })
+            })
+            .map(|n| self.bottoms[n].mask.count_ones() as usize)
+            .sum()
     }
 
     /// The slots of the nodes below the root, run after run in nibble

@@ -1690,6 +1690,110 @@ mod tests {
     }
 
     #[test]
+    fn pages_that_share_their_slots_split_and_remove_nodes_in_place() {
+        let seed = verity_testkit::seed("shared_pages_split_and_remove_nodes");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let policy = DeltaPolicy::default();
+        let store = MemPageStore::new();
+        // One page at nibble 2 whose keys crowd under root slots 0 to 2
+        // (90 keys: their nodes hold about 40 slots, more than `SHARE_MIN`,
+        // so its versions share their slots) and sit alone in root slots 3
+        // to 15.
+        let under = |rng: &mut ChaCha8Rng, n: u8| {
+            let mut k: KeyHash = rng.gen();
+            k[0] = 0x01;
+            k[1] = (k[1] & 0x0f) | n << 4;
+            k
+        };
+        let mut keys: Vec<KeyHash> = (0..90).map(|i| under(&mut rng, i % 3)).collect();
+        keys.extend((3..16).map(|n| under(&mut rng, n)));
+        keys.sort_unstable();
+        keys.dedup();
+        let ups: Vec<Update> = keys.iter().map(|k| (*k, Some(rng.gen()))).collect();
+        let out = apply(&store, policy, 0, 1, &ups).expect("update");
+        store.apply(&out).expect("apply");
+        let path = PagePath::from_key(&keys[0], 2);
+        let crowded: Vec<KeyHash> = keys.iter().filter(|k| k[1] >> 4 < 3).copied().collect();
+        let mut model: std::collections::BTreeMap<KeyHash, ValueHash> = ups
+            .iter()
+            .map(|(k, v)| (*k, v.unwrap_or_default()))
+            .collect();
+        let mut history = vec![model.clone()];
+        let (splits_before, removals_before) = (
+            crate::page::SHARED_SPLITS.with(|c| c.get()),
+            crate::page::SHARED_REMOVALS.with(|c| c.get()),
+        );
+        let (mut version, mut sharing, rounds) = (1, 0, 60);
+        for round in 0..rounds {
+            // A new value in a crowded root slot, and in turns: a key that
+            // parts from a root slot's lone leaf at nibble 3 only (the
+            // slot gets a node of two leaves), or a key of such a node
+            // going (the node goes, its other leaf moves up).
+            let mut ups: Vec<Update> =
+                vec![(crowded[rng.gen_range(0..crowded.len())], Some(rng.gen()))];
+            // The keys of root slots 3 to 15, by slot.
+            let mut slots: Vec<Vec<KeyHash>> = vec![Vec::new(); 16];
+            for k in model.keys().filter(|k| k[1] >> 4 >= 3) {
+                slots[usize::from(k[1] >> 4)].push(*k);
+            }
+            let want = 1 + round % 2;
+            let with: Vec<&Vec<KeyHash>> = slots.iter().filter(|s| s.len() == want).collect();
+            if !with.is_empty() {
+                let slot = with[rng.gen_range(0..with.len())];
+                if want == 1 {
+                    let mut k = under(&mut rng, slot[0][1] >> 4);
+                    k[1] = slot[0][1] ^ 0x01;
+                    ups.push((k, Some(rng.gen())));
+                } else {
+                    ups.push((slot[rng.gen_range(0..2)], None));
+                }
+            }
+            ups.sort_unstable_by_key(|u| u.0);
+            ups.dedup_by_key(|u| u.0);
+            let fast = run(&store, policy, version, &ups, true);
+            let general = run(&store, policy, version, &ups, false);
+            assert_same(&fast, &general, seed);
+            store.apply(&fast).expect("apply");
+            version += 1;
+            let page = store.page(&path, version).expect("read").expect("the page");
+            if let Err(e) = page.page.check_parts() {
+                panic!("version {version}: {e}, seed {seed}");
+            }
+            let (_, own, len, _) = page.page.sharing()[1];
+            sharing += usize::from(own < len);
+            for (k, v) in &ups {
+                match v {
+                    Some(v) => model.insert(*k, *v),
+                    None => model.remove(k),
+                };
+            }
+            history.push(model.clone());
+        }
+        // A version that took its slots whole (it changed most of them)
+        // does not stop the versions after it from sharing theirs.
+        assert!(
+            sharing * 2 >= rounds,
+            "{sharing} of {rounds} versions shared their slots, seed {seed}"
+        );
+        // Every version still reads as it was written.
+        for (v, model) in (1..).zip(&history) {
+            let read = crate::read::leaves(&store, v, &[0; 32], usize::MAX).expect("leaves");
+            let want: Vec<_> = model.iter().map(|(k, v)| (*k, *v)).collect();
+            assert_eq!(read, want, "version {v}, seed {seed}");
+        }
+        let splits = crate::page::SHARED_SPLITS.with(|c| c.get()) - splits_before;
+        let removals = crate::page::SHARED_REMOVALS.with(|c| c.get()) - removals_before;
+        assert!(
+            splits > 0,
+            "no root slot of a page sharing its slots was split in place, seed {seed}"
+        );
+        assert!(
+            removals > 0,
+            "no node of a page sharing its slots was removed in place, seed {seed}"
+        );
+    }
+
+    #[test]
     fn splitting_root_slots_in_place_writes_what_the_general_update_writes() {
         let seed = verity_testkit::seed("splitting_root_slots_in_place");
         // Pages of about 20 keys below two root slots: as the pages of
