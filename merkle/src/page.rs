@@ -59,9 +59,9 @@ pub struct Leaf {
 /// elements the version replaced) dropped, once copying them with every
 /// version costs more than copying all of them once more (see
 /// [`Page::fold_if_due`]). A page shares its slots and trees only when it
-/// holds `SHARE_MIN` slots or more, and a version that took them whole
-/// (see [`Page::room_to_own`]) keeps them its own until the page is
-/// packed or its leaves fold (see `Fold::alone`).
+/// holds `SHARE_MIN` slots or more; a version that took them whole (see
+/// [`Page::room_to_own`]) keeps them its own, and the next version that
+/// changes at most half of them shares them again.
 ///
 /// At 1M keys a page's leaves take about 1 KB and its packed slots about
 /// 0.4 KB; at 10M its leaves about 9.5 KB, its slots about 4.6 KB and its
@@ -1776,25 +1776,26 @@ impl Page {
     /// nodes before the copy waited on each cold line in turn, where the
     /// copy streams them (1.1x slower at 1M keys).
     fn room_to_own(&mut self, (depth, ups): (usize, &[(KeyHash, Option<ValueHash>)]), room: usize) {
-        let touched_by = |ups: &[(KeyHash, Option<ValueHash>)]| {
-            ups.iter()
-                .fold(0u16, |t, (key_hash, _)| t | 1 << nibble(key_hash, depth))
-        };
-        if self.slots.shared.is_none() {
-            // All the slots are the copy's own: a small page, or a large
-            // one whose earlier version changed most of it (below). When
-            // this version changes at most half of a large one, its slots
-            // and trees become shared arrays again, so that the versions
-            // after it share what they leave alone (kept own, a page that
-            // once took its slots whole copied them whole ever after).
-            let own = self.slots.own.len();
-            if own < SHARE_MIN || self.touched_slots(touched_by(ups)) * 2 > own {
+        let all_own = self.slots.shared.is_none();
+        if all_own && self.slots.own.len() < SHARE_MIN {
+            return;
+        }
+        let touched = ups
+            .iter()
+            .fold(0u16, |t, (key_hash, _)| t | 1 << nibble(key_hash, depth));
+        if all_own {
+            // All the slots of a large page are the copy's own: an earlier
+            // version changed most of them (below). When this version
+            // changes at most half, its slots and trees become shared
+            // arrays again, so that the versions after it share what they
+            // leave alone (kept own, a page that once took its slots whole
+            // copied them whole ever after).
+            if self.touched_slots(touched) * 2 > self.slots.own.len() {
                 return;
             }
             self.slots = Parts::packed(std::mem::take(&mut self.slots.own), true);
             self.trees = Parts::packed(std::mem::take(&mut self.trees.own), true);
         }
-        let touched = touched_by(ups);
         let (mut slots, mut trees) = (0, 0);
         let mut rest = touched;
         while rest != 0 {

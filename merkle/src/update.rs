@@ -263,6 +263,16 @@ pub fn apply<S: PageSource + ?Sized>(
     write_version: u64,
     updates: &[Update],
 ) -> Result<UpdateOutput, MerkleError> {
+    if updates.len() >= PARALLEL_MIN && rayon::current_thread_index().is_none() {
+        // A large update runs whole on a thread of the pool, not on the
+        // caller's: from outside, every parallel part of it (the leaf
+        // hashes, each level of pages) woke the pool's threads while the
+        // caller slept, and on a VM of 2 vCPUs the scheduler at times queued
+        // both woken threads on one CPU for milliseconds while the other
+        // idled (seen in a `sched_switch` trace). Inside the pool the
+        // threads find each other's work without sleeping in between.
+        return rayon::scope(|_| apply(source, policy, read_version, write_version, updates));
+    }
     if write_version <= read_version {
         return Err(MerkleError::InvalidVersion(
             "the version written must be newer than the one read",
@@ -271,29 +281,6 @@ pub fn apply<S: PageSource + ?Sized>(
     if let Some(i) = updates.windows(2).position(|w| w[0].0 >= w[1].0) {
         return Err(MerkleError::UnsortedUpdates { index: i + 1 });
     }
-    let run = || apply_sorted(source, policy, read_version, write_version, updates);
-    if updates.len() < PARALLEL_MIN || rayon::current_thread_index().is_some() {
-        run()
-    } else {
-        // A large update runs whole on a thread of the pool, not on the
-        // caller's: from outside, every parallel part of it (the leaf
-        // hashes, each level of pages) woke the pool's threads while the
-        // caller slept, and on a VM of 2 vCPUs the scheduler at times queued
-        // both woken threads on one CPU for milliseconds while the other
-        // idled (seen in a `sched_switch` trace). Inside the pool the
-        // threads find each other's work without sleeping in between.
-        rayon::scope(|_| run())
-    }
-}
-
-/// [`apply`] of updates known to be sorted.
-fn apply_sorted<S: PageSource + ?Sized>(
-    source: &S,
-    policy: DeltaPolicy,
-    read_version: u64,
-    write_version: u64,
-    updates: &[Update],
-) -> Result<UpdateOutput, MerkleError> {
     let started = std::time::Instant::now();
     let view = source.view(read_version)?;
     let pages = match &view {
