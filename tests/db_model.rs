@@ -60,8 +60,9 @@ struct Model {
     floor: u64,
 }
 
-fn options() -> Options {
+fn options(page_cache_bytes: usize) -> Options {
     let mut o = Options::laptop();
+    o.page_cache_bytes = page_cache_bytes;
     o.memtable_bytes = 64 << 10;
     o.max_in_flight = 3;
     o.io_uring = false;
@@ -72,8 +73,8 @@ fn fail(what: &str, e: DbError) -> TestCaseError {
     TestCaseError::fail(format!("{what}: {e}"))
 }
 
-fn run(dir: &std::path::Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut db = Db::open(dir, options()).map_err(|e| fail("open", e))?;
+fn run(dir: &std::path::Path, ops: Vec<Op>, page_cache_bytes: usize) -> Result<(), TestCaseError> {
+    let mut db = Db::open(dir, options(page_cache_bytes)).map_err(|e| fail("open", e))?;
     let mut m = Model {
         states: vec![BTreeMap::new()],
         roots: vec![verity::EMPTY],
@@ -223,7 +224,7 @@ fn run(dir: &std::path::Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert!(matches!(db.commit(WriteBatch::new()), Err(DbError::Closed)));
                 drop(db);
                 handles.clear();
-                db = Db::open(dir, options()).map_err(|e| fail("reopen", e))?;
+                db = Db::open(dir, options(page_cache_bytes)).map_err(|e| fail("reopen", e))?;
                 prop_assert_eq!(db.stats().latest_durable, latest);
             }
         }
@@ -256,7 +257,23 @@ fn db_matches_the_model_and_the_reference_trie() {
     runner
         .run(&prop::collection::vec(arb_op(), 1..80), |ops| {
             let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
-            run(dir.path(), ops)
+            run(dir.path(), ops, Options::laptop().page_cache_bytes)
         })
         .expect("db model");
+}
+
+/// With no decoded page cached, every page an update's walk reaches is
+/// read from the engine on the thread that updates it.
+#[test]
+fn db_without_a_page_cache_matches_the_model_and_the_reference_trie() {
+    let mut runner = runner(
+        "db_without_a_page_cache_matches_the_model_and_the_reference_trie",
+        8 * scale(),
+    );
+    runner
+        .run(&prop::collection::vec(arb_op(), 1..80), |ops| {
+            let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            run(dir.path(), ops, 0)
+        })
+        .expect("db model without a page cache");
 }

@@ -26,21 +26,25 @@ pub trait PageSource: Sync {
         paths.iter().map(|p| self.page(p, version)).collect()
     }
 
-    /// For a store whose pages are all in memory: the pages as of
-    /// `version`, read by reference for the length of one update (no lock
-    /// taken and no reference count touched per page). An update given a
-    /// view reads each page when its walk reaches it, on the thread that
+    /// For a store that serves one page at a time well: the pages as of
+    /// `version` for the length of one update. An update given a view
+    /// reads each page when its walk reaches it, on the thread that
     /// updates the page, instead of a level of pages at a time in
-    /// [`PageSource::pages`] calls beforehand. `None` (the default) for a
-    /// store with I/O to do.
+    /// [`PageSource::pages`] calls beforehand (no map of a level's pages
+    /// is built, and the reads run on every thread of the update). A store
+    /// in memory lends its pages by reference (no lock taken and no
+    /// reference count touched per page); a store with a cache reads the
+    /// pages it misses where the walk meets them. `None` (the default) for
+    /// a store whose [`PageSource::pages`] submits a level's reads
+    /// together.
     fn view(&self, version: u64) -> Result<Option<Box<dyn PageView + '_>>, MerkleError> {
         let _ = version;
         Ok(None)
     }
 }
 
-/// The pages of an in-memory store as of one version (see
-/// [`PageSource::view`]); the store does not change while a view lives.
+/// The pages of a store as of one version (see [`PageSource::view`]):
+/// what it returns for a path does not change while the view lives.
 pub trait PageView: Sync {
     /// The page at `path`: borrowed from the store, or built for the view.
     fn page(&self, path: &PagePath) -> Result<Option<Cow<'_, VersionedPage>>, MerkleError>;
