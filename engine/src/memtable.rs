@@ -148,15 +148,29 @@ impl WriteBatch {
         self.push(ns, key, RecordRef::Delete)
     }
 
+    /// Adds `record` (a put, a delta or a tombstone) to `key` of `ns`,
+    /// keeping a value that is already in a shared allocation as it is,
+    /// where [`WriteBatch::put`] and [`WriteBatch::put_delta`] copy theirs.
+    pub fn push_record(&mut self, ns: Namespace, key: &[u8], record: Record) -> Result<()> {
+        self.admit(key, record.size())?;
+        self.entries.push((store_key(ns, key), record));
+        Ok(())
+    }
+
     fn push(&mut self, ns: Namespace, key: &[u8], record: RecordRef<'_>) -> Result<()> {
+        self.admit(key, record.bytes().map_or(0, <[u8]>::len))?;
+        self.entries
+            .push((store_key(ns, key), record.to_owned_record()));
+        Ok(())
+    }
+
+    /// Checks a write of `key` with `len` bytes of value, and counts it.
+    fn admit(&mut self, key: &[u8], len: usize) -> Result<()> {
         check_key(key)?;
-        let len = record.bytes().map_or(0, <[u8]>::len);
         if len > MAX_VALUE {
             return Err(EngineError::InvalidArgument("value longer than MAX_VALUE"));
         }
         self.bytes += key.len() + len + 16;
-        self.entries
-            .push((store_key(ns, key), record.to_owned_record()));
         Ok(())
     }
 
@@ -339,6 +353,30 @@ mod tests {
         assert_eq!(back.entries(), b.entries());
         assert_eq!(b.len(), 3);
         assert_eq!(b.entries()[2], (b"Sb".to_vec(), Record::Delete));
+        Ok(())
+    }
+
+    #[test]
+    fn records_pushed_whole_are_the_writes_they_stand_for() -> Result<()> {
+        let shared: Arc<[u8]> = Arc::from(&b"page"[..]);
+        let mut by_ref = WriteBatch::new();
+        by_ref.put(Namespace::Pages, b"p", b"page")?;
+        by_ref.put_delta(Namespace::Pages, b"q", b"page")?;
+        by_ref.delete(Namespace::State, b"s")?;
+        let mut whole = WriteBatch::new();
+        whole.push_record(Namespace::Pages, b"p", Record::Put(shared.clone()))?;
+        whole.push_record(Namespace::Pages, b"q", Record::Delta(shared.clone()))?;
+        whole.push_record(Namespace::State, b"s", Record::Delete)?;
+        assert_eq!(whole.entries(), by_ref.entries());
+        assert_eq!(whole.size_bytes(), by_ref.size_bytes());
+        assert_eq!(whole.encode(), by_ref.encode());
+        // The value is kept, not copied.
+        assert!(matches!(&whole.entries()[0].1, Record::Put(b) if Arc::ptr_eq(b, &shared)));
+        let long = vec![0u8; MAX_KEY + 1];
+        assert!(whole
+            .push_record(Namespace::State, &long, Record::Delete)
+            .is_err());
+        assert_eq!(whole.len(), 3);
         Ok(())
     }
 
