@@ -258,7 +258,9 @@ impl EngineSource {
         }
     }
 
-    /// Records the pages an update wrote (after the engine has them).
+    /// Records the pages an update wrote, before the engine has them: the
+    /// next update reads them here while the engine commits them (a read
+    /// that misses waits for the commit, see [`EngineSource::page`]).
     pub(crate) fn remember(&self, output: &UpdateOutput) {
         self.newest.insert_many(output.writes.iter().map(|w| {
             let page = w.page.as_ref().map(|page| VersionedPage {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use parking_lot::{Mutex, RwLock};
+use rayon::prelude::*;
 use verity::{
     key_hash, value_hash, verify, CommitHandle, Db, Hash, KeyHash, MemPageStore, Options, Proof,
     Snapshot, Trie, ValueHash, WriteBatch,
@@ -19,9 +20,14 @@ pub(crate) type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 /// The writes of a block by key hash, ascending, the last write of a key
 /// winning.
 pub(crate) fn dedup_by_key_hash(ops: Ops) -> HashedOps {
-    let mut writes: HashedOps = ops.into_iter().map(|(k, v)| (key_hash(&k), v)).collect();
+    // Hashed and sorted on every thread of the pool (the sort is stable):
+    // on one thread this took 3 to 4.5 ms of a block of 10k operations.
+    let mut writes: HashedOps = ops
+        .into_par_iter()
+        .map(|(k, v)| (key_hash(&k), v))
+        .collect();
     writes.reverse();
-    writes.sort_by_key(|w| w.0);
+    writes.par_sort_by_key(|w| w.0);
     writes.dedup_by(|a, b| a.0 == b.0);
     writes
 }
@@ -31,7 +37,7 @@ pub(crate) fn dedup_by_key_hash(ops: Ops) -> HashedOps {
 pub(crate) fn by_key_hash(ops: Ops) -> (HashedOps, Vec<(KeyHash, Option<ValueHash>)>) {
     let writes = dedup_by_key_hash(ops);
     let updates = writes
-        .iter()
+        .par_iter()
         .map(|(k, v)| (*k, v.as_ref().map(|v| value_hash(v))))
         .collect();
     (writes, updates)
@@ -322,17 +328,26 @@ impl Backend for MemoryBackend {
         let _one = self.commit.lock();
         let version = self.inner.roots.read().len() as u64;
         let (writes, updates) = by_key_hash(ops);
-        let out = self.inner.trie.update(version - 1, version, &updates)?;
-        self.inner.trie.source().apply(&out)?;
-        {
-            let mut values = self.inner.values.write();
-            for (k, v) in writes {
-                values
-                    .entry(k)
-                    .or_default()
-                    .push((version, v.map(Arc::from)));
-            }
-        }
+        // The values are filed while the trie merkleizes (4 to 9 ms of a
+        // block of 10k operations, one after the other): no reader sees
+        // them before the version's root is pushed below.
+        let (out, ()) = rayon::join(
+            || -> Result<_> {
+                let out = self.inner.trie.update(version - 1, version, &updates)?;
+                self.inner.trie.source().apply(&out)?;
+                Ok(out)
+            },
+            || {
+                let mut values = self.inner.values.write();
+                for (k, v) in writes {
+                    values
+                        .entry(k)
+                        .or_default()
+                        .push((version, v.map(Arc::from)));
+                }
+            },
+        );
+        let out = out?;
         self.inner.roots.write().push(out.root);
         if let Some(keep) = self.inner.retain {
             let floor = (version + 1).saturating_sub(keep).max(1);
