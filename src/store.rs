@@ -18,6 +18,13 @@ use verity_merkle::{
 
 const SHARDS: usize = 64;
 
+/// A key, its value and the value's bytes, for [`PageCache::insert_many`].
+type Entry<K, V> = (K, V, usize);
+
+/// Fewest entries for [`PageCache::insert_many`] to fill the shards on
+/// several threads.
+const PARALLEL_INSERTS: usize = 256;
+
 /// Bytes counted for a cache entry besides its page (key, map slot, queue
 /// slot).
 const ENTRY_OVERHEAD: usize = 96;
@@ -101,32 +108,46 @@ impl<K: Copy + Eq + Hash, V: Clone> PageCache<K, V> {
         self.insert_locked(&mut self.shard(&key).write(), key, value, bytes);
     }
 
-    /// [`PageCache::insert`] of every entry of `entries`, the shards on
-    /// the threads of rayon's pool: a shard's entries in their order, under
-    /// one lock each. A block at 1M keys records about 9,500 pages, and
-    /// one after another on one thread that took 9 to 11 ms of the
-    /// block (BENCHMARKS.md).
-    fn insert_many(&self, entries: impl Iterator<Item = (K, V, usize)>)
+    /// [`PageCache::insert`] of every entry of `entries`: a shard's entries
+    /// in their order, under one lock each, the shards on the threads of
+    /// rayon's pool when there are `PARALLEL_INSERTS` entries or more. A
+    /// block at 1M keys records about 9,500 pages, and one after another
+    /// on one thread that took 9 to 11 ms of the block (BENCHMARKS.md).
+    fn insert_many(&self, entries: impl Iterator<Item = Entry<K, V>>)
     where
         K: Send + Sync,
         V: Send + Sync,
     {
-        let mut by_shard: Vec<Vec<(K, V, usize)>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        let mut by_shard: Vec<Vec<Entry<K, V>>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        let mut n = 0;
         for entry in entries {
             by_shard[Self::shard_index(&entry.0)].push(entry);
+            n += 1;
         }
-        by_shard
-            .into_par_iter()
-            .zip(&self.shards)
-            .for_each(|(entries, shard)| {
-                if entries.is_empty() {
-                    return;
-                }
-                let mut guard = shard.write();
-                for (key, value, bytes) in entries {
-                    self.insert_locked(&mut guard, key, value, bytes);
-                }
-            });
+        if n < PARALLEL_INSERTS {
+            // A small version's pages: waking the pool costs more.
+            by_shard
+                .into_iter()
+                .zip(&self.shards)
+                .for_each(|(entries, shard)| self.fill(shard, entries));
+        } else {
+            by_shard
+                .into_par_iter()
+                .zip(&self.shards)
+                .for_each(|(entries, shard)| self.fill(shard, entries));
+        }
+    }
+
+    /// [`PageCache::insert`] of `entries`, all of `shard`, in their order
+    /// under one lock.
+    fn fill(&self, shard: &RwLock<Shard<K, V>>, entries: Vec<Entry<K, V>>) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut guard = shard.write();
+        for (key, value, bytes) in entries {
+            self.insert_locked(&mut guard, key, value, bytes);
+        }
     }
 
     /// [`PageCache::insert`] into `shard`, the key's shard, locked.
@@ -435,7 +456,10 @@ mod tests {
         let one: PageCache<u64, u64> = PageCache::new(64 * 1000);
         let many: PageCache<u64, u64> = PageCache::new(64 * 1000);
         for batch in 0..20u64 {
-            let entries: Vec<(u64, u64, usize)> = (0..600u64)
+            // Odd batches are small enough to fill the shards on one
+            // thread.
+            let len = if batch % 2 == 0 { 600u64 } else { 100 };
+            let entries: Vec<(u64, u64, usize)> = (0..len)
                 .map(|i| {
                     let key = (batch * 397 + i * 13) % 5_000;
                     let bytes = if i % 97 == 0 {

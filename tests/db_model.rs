@@ -251,29 +251,33 @@ fn run(dir: &std::path::Path, ops: Vec<Op>, page_cache_bytes: usize) -> Result<(
     db.close().map_err(|e| fail("close", e))
 }
 
-#[test]
-fn db_matches_the_model_and_the_reference_trie() {
-    let mut runner = runner("db_matches_the_model_and_the_reference_trie", 24 * scale());
-    runner
+/// Runs `cases` random histories (times `VERITY_SCALE`) against a Db
+/// with `page_cache_bytes` of decoded pages.
+fn check(name: &str, cases: u32, page_cache_bytes: usize) {
+    runner(name, cases * scale())
         .run(&prop::collection::vec(arb_op(), 1..80), |ops| {
             let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
-            run(dir.path(), ops, Options::laptop().page_cache_bytes)
+            run(dir.path(), ops, page_cache_bytes)
         })
-        .expect("db model");
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+}
+
+#[test]
+fn db_matches_the_model_and_the_reference_trie() {
+    check(
+        "db_matches_the_model_and_the_reference_trie",
+        24,
+        Options::laptop().page_cache_bytes,
+    );
 }
 
 /// With no decoded page cached, every page an update's walk reaches is
 /// read from the engine on the thread that updates it.
 #[test]
 fn db_without_a_page_cache_matches_the_model_and_the_reference_trie() {
-    let mut runner = runner(
+    check(
         "db_without_a_page_cache_matches_the_model_and_the_reference_trie",
-        8 * scale(),
+        8,
+        0,
     );
-    runner
-        .run(&prop::collection::vec(arb_op(), 1..80), |ops| {
-            let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
-            run(dir.path(), ops, 0)
-        })
-        .expect("db model without a page cache");
 }
