@@ -121,6 +121,40 @@ pub struct Found {
     pub record: Record,
 }
 
+/// The records of a key being collected by [`Shared::chain`], newest
+/// first.
+struct Chain {
+    out: Vec<Found>,
+    /// The version to go on at or below, or `None` once the chain ends (at
+    /// a whole record, or at version 0).
+    at: Option<u64>,
+}
+
+impl Chain {
+    /// Adds the record `version` wrote; returns the version to go on at
+    /// or below, `None` when the chain ends with it.
+    fn take(&mut self, version: u64, record: Record) -> Option<u64> {
+        let whole = record.is_whole();
+        self.out.push(Found { version, record });
+        self.at = version.checked_sub(1).filter(|_| !whole);
+        self.at
+    }
+
+    /// Takes a memtable's entries of the key (`versions`, oldest first),
+    /// newest first from the newest at or below `at`; true once the chain
+    /// ends.
+    fn take_memtable(&mut self, versions: &[(u64, Record)]) -> bool {
+        let Some(at) = self.at else {
+            return true;
+        };
+        let n = versions.partition_point(|(v, _)| *v <= at);
+        versions[..n]
+            .iter()
+            .rev()
+            .any(|(v, r)| self.take(*v, r.clone()).is_none())
+    }
+}
+
 /// Figures of a running engine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -617,17 +651,7 @@ impl Engine {
     pub fn chain(&self, ns: Namespace, key: &[u8], version: u64) -> Result<Vec<Found>> {
         let s = &*self.shared;
         s.check_readable(version)?;
-        let key = store_key(ns, key);
-        let mut out = Vec::new();
-        let mut at = version;
-        while let Some(found) = s.lookup(&key, at)? {
-            let (whole, v) = (found.record.is_whole(), found.version);
-            out.push(found);
-            match v.checked_sub(1) {
-                Some(older) if !whole => at = older,
-                _ => break,
-            }
-        }
+        let out = s.chain(&store_key(ns, key), version)?;
         s.recheck_readable(version)?;
         Ok(out)
     }
@@ -933,6 +957,45 @@ impl Shared {
             }
         }
         Ok(None)
+    }
+
+    /// The records of store key `key` at or below `version`, newest first,
+    /// back to and including the newest whole one (see [`Engine::chain`]),
+    /// in one pass over the memtables and segments, newest first: from
+    /// each, the key's entries below the last one taken, until a whole
+    /// one. A lookup per record ([`Shared::lookup`] with a lower version
+    /// each time) gives the same records, because a source holds no entry
+    /// of a key older than an entry of an older source; but it searched
+    /// every memtable and segment filter again for each, and the holding
+    /// segment's index and block.
+    fn chain(&self, key: &[u8], version: u64) -> Result<Vec<Found>> {
+        let mut chain = Chain {
+            out: Vec::new(),
+            at: Some(version),
+        };
+        let view = {
+            let mem = self.mem.read();
+            if chain.take_memtable(mem.versions(key)) {
+                return Ok(chain.out);
+            }
+            self.view.read().clone()
+        };
+        for f in &view.frozen {
+            if chain.take_memtable(f.mem.versions(key)) {
+                return Ok(chain.out);
+            }
+        }
+        let hash = key_hash(key);
+        for seg in view.segments.iter().rev() {
+            let Some(at) = chain.at else { break };
+            if seg.meta().min_version > at {
+                continue;
+            }
+            if seg.walk_key(key, at, hash, &self.cache, |v, r| chain.take(v, r))? {
+                break;
+            }
+        }
+        Ok(chain.out)
     }
 
     /// After a read: when a prune passed `version` meanwhile, a compaction

@@ -301,6 +301,11 @@ impl Memtable {
         versions[..n].last().map(|(v, value)| (*v, value))
     }
 
+    /// Every entry of `key`, oldest first (empty when none).
+    pub(crate) fn versions(&self, key: &[u8]) -> &[(u64, Record)] {
+        self.map.get(key).map_or(&[], Vec::as_slice)
+    }
+
     /// Approximate memory held, in bytes.
     pub fn size_bytes(&self) -> usize {
         self.bytes

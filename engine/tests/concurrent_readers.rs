@@ -1,5 +1,6 @@
-//! Readers at any committed version see exactly that version while a
-//! writer commits and background threads flush and compact.
+//! Readers at any committed version see exactly that version, values and
+//! delta chains, while a writer commits and background threads flush and
+//! compact.
 
 mod common;
 
@@ -19,6 +20,26 @@ const SLOTS: u64 = 100;
 fn last_writer(j: u64, v: u64) -> Option<u64> {
     let back = (v + SLOTS - j) % SLOTS;
     v.checked_sub(back).filter(|&w| w >= 1)
+}
+
+/// The chain of page slot `j` as of version `v`, as versions newest
+/// first: version `w` writes page slot `w % SLOTS`, a whole record every
+/// fourth time round (`(w / SLOTS) % 4 == 0`) and a delta otherwise.
+fn chain_writers(j: u64, v: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut at = last_writer(j, v);
+    while let Some(w) = at {
+        out.push(w);
+        if is_whole(w) {
+            break;
+        }
+        at = w.checked_sub(SLOTS).filter(|&w| w >= 1);
+    }
+    out
+}
+
+fn is_whole(w: u64) -> bool {
+    (w / SLOTS).is_multiple_of(4)
 }
 
 #[test]
@@ -52,6 +73,25 @@ fn readers_see_exactly_their_version_during_flush_and_compaction() {
                         .expect("get slot");
                     let want = last_writer(j, v).map(|w| w.to_le_bytes().repeat(20));
                     assert_eq!(got.as_deref(), want.as_deref(), "slot {j} at {v}");
+                    // A chain's records may lie in the memtable, frozen
+                    // ones being flushed, and segments being compacted.
+                    let chain: Vec<(u64, bool)> = engine
+                        .chain(Namespace::Pages, &j.to_le_bytes(), v)
+                        .expect("chain")
+                        .iter()
+                        .map(|f| {
+                            assert_eq!(
+                                f.record.bytes().map(|b| &b[..]),
+                                Some(&f.version.to_le_bytes()[..])
+                            );
+                            (f.version, f.record.is_whole())
+                        })
+                        .collect();
+                    let want: Vec<(u64, bool)> = chain_writers(j, v)
+                        .into_iter()
+                        .map(|w| (w, is_whole(w)))
+                        .collect();
+                    assert_eq!(chain, want, "chain of page slot {j} at {v}");
                     reads += 1;
                     // Figures are read while commits take their locks.
                     if reads.is_multiple_of(64) {
@@ -74,6 +114,13 @@ fn readers_see_exactly_their_version_during_flush_and_compaction() {
                 &v.to_le_bytes().repeat(20),
             )
             .expect("put");
+        let (page, record) = (v % SLOTS, v.to_le_bytes());
+        if is_whole(v) {
+            batch.put(Namespace::Pages, &page.to_le_bytes(), &record)
+        } else {
+            batch.put_delta(Namespace::Pages, &page.to_le_bytes(), &record)
+        }
+        .expect("put page");
         engine.commit(v, batch).expect("commit");
         if v % 10 == 0 {
             engine.sync().expect("sync");

@@ -170,6 +170,64 @@ impl Segment {
         Ok(Some((e.version, e.record.to_owned_record())))
     }
 
+    /// Hands `take` the entries of `key` in this segment, newest first,
+    /// from the newest at or below `version`: one search, then the
+    /// entries that follow it (a key's versions are adjacent, newest
+    /// first, in segment order), where a lookup per entry searched the
+    /// filter, the index and the block again. `take` gets each entry's
+    /// version and record and returns the version to go on at or below,
+    /// or `None` to stop. Returns `Ok(true)` when `take` stopped, and
+    /// `Ok(false)` when the segment holds no more entries of `key` (older
+    /// segments may).
+    pub fn walk_key(
+        &self,
+        key: &[u8],
+        version: u64,
+        hash: u64,
+        cache: &BlockCache,
+        mut take: impl FnMut(u64, Record) -> Option<u64>,
+    ) -> Result<bool> {
+        let Some(mut i) = self.locate(key, version, hash) else {
+            return Ok(false);
+        };
+        let mut block = self.block(i, cache)?;
+        let corrupt = |i: usize, e: verity_codec::CodecError| {
+            EngineError::corruption(&self.path, self.index[i].offset, e.to_string())
+        };
+        let mut j = block.seek(key, version).map_err(|e| corrupt(i, e))?;
+        let mut at = version;
+        loop {
+            if j == block.len() {
+                i += 1;
+                if i == self.index.len() {
+                    return Ok(false);
+                }
+                block = self.block(i, cache)?;
+                j = 0;
+                continue;
+            }
+            let e = block.entry(j).map_err(|e| corrupt(i, e))?;
+            if e.key != key {
+                return Ok(false);
+            }
+            if e.version > at {
+                return Err(corrupt(
+                    i,
+                    verity_codec::CodecError::Corrupt {
+                        what: "segment block",
+                        offset: 0,
+                        detail: "a key's versions are out of order",
+                    },
+                ));
+            }
+            match take(e.version, e.record.to_owned_record()) {
+                Some(next) => at = next,
+                None => return Ok(true),
+            }
+            j += 1;
+        }
+    }
+
     /// The newest entry of `key` at or below `version`.
     pub fn get(
         &self,
