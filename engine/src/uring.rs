@@ -488,9 +488,13 @@ impl<'a> Op<'a> {
 /// The rings of a backend, shared by its files.
 type Rings = Arc<[Mutex<IoUring>]>;
 
-/// How many rings a backend sets up: one per core, from 2 to 8.
+/// How many rings a backend sets up: two per core, from 4 to 16. A ring
+/// is held from a batch's first submission to its last completion, through
+/// a WAL `fdatasync` or a flush's or a compaction's writes too; with one
+/// ring per core the update's page reads on the pool's threads waited for
+/// those (BENCHMARKS.md).
 fn ring_count() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+    std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).clamp(4, 16))
 }
 
 /// This thread's first choice of ring, spread over threads in the order
