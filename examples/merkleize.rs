@@ -41,6 +41,17 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// The mean time of one call of `f`, over two million calls on this
+/// thread.
+fn time_one<T>(f: impl Fn() -> T) -> Duration {
+    let n = 2_000_000u32;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(f());
+    }
+    t.elapsed() / n
+}
+
 /// Compressions counted so far on every thread of rayon's pool and on
 /// this one.
 fn compressions() -> u64 {
@@ -111,23 +122,14 @@ fn main() {
     let cpu = cpu_time().zip(cpu_before).map(|(a, b)| a - b);
     let per_update = (compressions() - hashes_before) as f64 / updates as f64;
 
-    // One compression: a leaf hash of 64 bytes, timed on one core.
-    let (a, b) = ([1u8; 32], [2u8; 32]);
-    let n = 2_000_000u32;
-    let t = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(leaf_hash(std::hint::black_box(&a), &b));
-    }
-    let one = t.elapsed() / n;
-    // The bound as `BENCH.md` measures it: `blake3::hash` of one 64-byte
+    // One compression: a leaf hash of 64 bytes, timed on one core; and
+    // the bound as `BENCH.md` measures it, `blake3::hash` of one 64-byte
     // input (one compression, with the hasher's setup and output around
-    // it), timed the same way.
+    // it).
+    let (a, b) = ([1u8; 32], [2u8; 32]);
+    let one = time_one(|| leaf_hash(std::hint::black_box(&a), &b));
     let input = [3u8; 64];
-    let t = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(blake3::hash(std::hint::black_box(&input)));
-    }
-    let one_hash = t.elapsed() / n;
+    let one_hash = time_one(|| blake3::hash(std::hint::black_box(&input)));
 
     let per_block = |d: Duration| d.as_secs_f64() * 1e3 / blocks as f64;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

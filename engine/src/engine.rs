@@ -121,40 +121,6 @@ pub struct Found {
     pub record: Record,
 }
 
-/// The records of a key being collected by [`Shared::chain`], newest
-/// first.
-struct Chain {
-    out: Vec<Found>,
-    /// The version to go on at or below, or `None` once the chain ends (at
-    /// a whole record, or at version 0).
-    at: Option<u64>,
-}
-
-impl Chain {
-    /// Adds the record `version` wrote; returns the version to go on at
-    /// or below, `None` when the chain ends with it.
-    fn take(&mut self, version: u64, record: Record) -> Option<u64> {
-        let whole = record.is_whole();
-        self.out.push(Found { version, record });
-        self.at = version.checked_sub(1).filter(|_| !whole);
-        self.at
-    }
-
-    /// Takes a memtable's entries of the key (`versions`, oldest first),
-    /// newest first from the newest at or below `at`; true once the chain
-    /// ends.
-    fn take_memtable(&mut self, versions: &[(u64, Record)]) -> bool {
-        let Some(at) = self.at else {
-            return true;
-        };
-        let n = versions.partition_point(|(v, _)| *v <= at);
-        versions[..n]
-            .iter()
-            .rev()
-            .any(|(v, r)| self.take(*v, r.clone()).is_none())
-    }
-}
-
 /// Figures of a running engine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -929,73 +895,88 @@ impl Shared {
 
     /// The newest entry of a store key at or below `version`.
     fn lookup(&self, key: &[u8], version: u64) -> Result<Option<Found>> {
-        let view = {
-            let mem = self.mem.read();
-            if let Some((v, record)) = mem.get(key, version) {
-                return Ok(Some(Found {
-                    version: v,
-                    record: record.clone(),
-                }));
-            }
-            self.view.read().clone()
-        };
-        for f in &view.frozen {
-            if let Some((v, record)) = f.mem.get(key, version) {
-                return Ok(Some(Found {
-                    version: v,
-                    record: record.clone(),
-                }));
-            }
-        }
-        let hash = key_hash(key);
-        for seg in view.segments.iter().rev() {
-            if seg.meta().min_version > version {
-                continue;
-            }
-            if let Some((v, record)) = seg.get(key, version, hash, &self.cache)? {
-                return Ok(Some(Found { version: v, record }));
-            }
-        }
-        Ok(None)
+        let mut found = None;
+        self.walk(key, version, |version, record| {
+            found = Some(Found { version, record });
+            None
+        })?;
+        Ok(found)
     }
 
     /// The records of store key `key` at or below `version`, newest first,
     /// back to and including the newest whole one (see [`Engine::chain`]),
-    /// in one pass over the memtables and segments, newest first: from
-    /// each, the key's entries below the last one taken, until a whole
-    /// one. A lookup per record ([`Shared::lookup`] with a lower version
-    /// each time) gives the same records, because a source holds no entry
-    /// of a key older than an entry of an older source; but it searched
-    /// every memtable and segment filter again for each, and the holding
-    /// segment's index and block.
+    /// in one [`Shared::walk`]: a lookup per record (with a lower version
+    /// each time) searched every memtable and segment filter again for
+    /// each, and the holding segment's index and block.
     fn chain(&self, key: &[u8], version: u64) -> Result<Vec<Found>> {
-        let mut chain = Chain {
-            out: Vec::new(),
-            at: Some(version),
-        };
+        let mut out = Vec::new();
+        self.walk(key, version, |version, record| {
+            let whole = record.is_whole();
+            out.push(Found { version, record });
+            version.checked_sub(1).filter(|_| !whole)
+        })?;
+        Ok(out)
+    }
+
+    /// Hands `take` the entries of store key `key`, newest first from the
+    /// newest at or below `version`, until it returns `None`; otherwise it
+    /// returns the version to go on at or below. The sources are read once
+    /// each, newest first (the memtable, the frozen memtables, the
+    /// segments), taking from each the key's entries at or below that
+    /// version: every entry of the key in turn, because the sources cover
+    /// disjoint version ranges, a newer source's above an older one's.
+    fn walk(
+        &self,
+        key: &[u8],
+        version: u64,
+        mut take: impl FnMut(u64, Record) -> Option<u64>,
+    ) -> Result<()> {
+        /// Takes a memtable's entries of the key (`versions`, oldest
+        /// first) at or below `at`, newest first; false once `take` stops.
+        fn from_memtable(
+            versions: &[(u64, Record)],
+            at: &mut u64,
+            take: &mut impl FnMut(u64, Record) -> Option<u64>,
+        ) -> bool {
+            let n = versions.partition_point(|(v, _)| *v <= *at);
+            for (v, record) in versions[..n].iter().rev() {
+                match take(*v, record.clone()) {
+                    Some(next) => *at = next,
+                    None => return false,
+                }
+            }
+            true
+        }
+        let mut at = version;
         let view = {
             let mem = self.mem.read();
-            if chain.take_memtable(mem.versions(key)) {
-                return Ok(chain.out);
+            if !from_memtable(mem.versions(key), &mut at, &mut take) {
+                return Ok(());
             }
             self.view.read().clone()
         };
         for f in &view.frozen {
-            if chain.take_memtable(f.mem.versions(key)) {
-                return Ok(chain.out);
+            if !from_memtable(f.mem.versions(key), &mut at, &mut take) {
+                return Ok(());
             }
         }
         let hash = key_hash(key);
         for seg in view.segments.iter().rev() {
-            let Some(at) = chain.at else { break };
             if seg.meta().min_version > at {
                 continue;
             }
-            if seg.walk_key(key, at, hash, &self.cache, |v, r| chain.take(v, r))? {
+            let stopped = seg.walk_key(key, at, hash, &self.cache, |v, record| {
+                let next = take(v, record);
+                if let Some(next) = next {
+                    at = next;
+                }
+                next
+            })?;
+            if stopped {
                 break;
             }
         }
-        Ok(chain.out)
+        Ok(())
     }
 
     /// After a read: when a prune passed `version` meanwhile, a compaction

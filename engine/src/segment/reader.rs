@@ -176,7 +176,7 @@ impl Segment {
     /// first, in segment order), where a lookup per entry searched the
     /// filter, the index and the block again. `take` gets each entry's
     /// version and record and returns the version to go on at or below,
-    /// or `None` to stop. Returns `Ok(true)` when `take` stopped, and
+    /// or `None` to stop (a point lookup stops at the first). Returns `Ok(true)` when `take` stopped, and
     /// `Ok(false)` when the segment holds no more entries of `key` (older
     /// segments may).
     pub fn walk_key(
@@ -225,23 +225,6 @@ impl Segment {
                 None => return Ok(true),
             }
             j += 1;
-        }
-    }
-
-    /// The newest entry of `key` at or below `version`.
-    pub fn get(
-        &self,
-        key: &[u8],
-        version: u64,
-        hash: u64,
-        cache: &BlockCache,
-    ) -> Result<Option<(u64, Record)>> {
-        match self.locate(key, version, hash) {
-            Some(i) => {
-                let block = self.block(i, cache)?;
-                self.find_in(&block, i, key, version)
-            }
-            None => Ok(None),
         }
     }
 
