@@ -6,8 +6,11 @@
 //! search, and flushing walks keys in order and versions newest first: the
 //! order of a segment file.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use smallvec::{smallvec, SmallVec};
 
 use verity_codec::reader::{put_bytes, Reader};
 use verity_codec::varint;
@@ -110,17 +113,38 @@ pub const MAX_KEY: usize = 64 << 10;
 /// The longest value the engine takes, in bytes.
 pub const MAX_VALUE: usize = 64 << 20;
 
+/// Store keys up to this many bytes sit inline in the entries of write
+/// batches and of the memtable: a namespace byte and a 32-byte key hash,
+/// or a page path, fit. Such a key has no allocation of its own, and a
+/// comparison reads the entry itself, where a `Vec` key cost an allocation
+/// and a free, and a comparison one more cold line (BENCHMARKS.md).
+const KEY_INLINE: usize = 40;
+
+/// A store key as write batches and the memtable keep it.
+pub(crate) type StoreKey = SmallVec<[u8; KEY_INLINE]>;
+
+/// A key's entries in the memtable, oldest first: most keys have one.
+type Versions = SmallVec<[(u64, Record); 1]>;
+
 /// The writes of one version: puts and deletes over the three namespaces.
 /// A key written twice in one batch keeps its last write.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
-    entries: Vec<(Vec<u8>, Record)>,
+    entries: Vec<(StoreKey, Record)>,
     bytes: usize,
 }
 
 /// The store key of a namespace's user key: its prefix byte, then the key.
 pub fn store_key(ns: Namespace, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len());
+    k.push(ns.prefix());
+    k.extend_from_slice(key);
+    k
+}
+
+/// [`store_key`] as a [`StoreKey`].
+fn inline_store_key(ns: Namespace, key: &[u8]) -> StoreKey {
+    let mut k = StoreKey::with_capacity(1 + key.len());
     k.push(ns.prefix());
     k.extend_from_slice(key);
     k
@@ -153,14 +177,14 @@ impl WriteBatch {
     /// where [`WriteBatch::put`] and [`WriteBatch::put_delta`] copy theirs.
     pub fn push_record(&mut self, ns: Namespace, key: &[u8], record: Record) -> Result<()> {
         self.admit(key, record.size())?;
-        self.entries.push((store_key(ns, key), record));
+        self.entries.push((inline_store_key(ns, key), record));
         Ok(())
     }
 
     fn push(&mut self, ns: Namespace, key: &[u8], record: RecordRef<'_>) -> Result<()> {
         self.admit(key, record.bytes().map_or(0, <[u8]>::len))?;
         self.entries
-            .push((store_key(ns, key), record.to_owned_record()));
+            .push((inline_store_key(ns, key), record.to_owned_record()));
         Ok(())
     }
 
@@ -193,7 +217,7 @@ impl WriteBatch {
     pub(crate) fn normalise(&mut self) {
         // A stable sort keeps writes of one key in the order they were made.
         self.entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(Vec<u8>, Record)> = Vec::with_capacity(self.entries.len());
+        let mut out: Vec<(StoreKey, Record)> = Vec::with_capacity(self.entries.len());
         for e in self.entries.drain(..) {
             match out.last_mut() {
                 Some(last) if last.0 == e.0 => *last = e,
@@ -204,7 +228,7 @@ impl WriteBatch {
     }
 
     /// The entries, in order after [`normalise`](Self::normalise).
-    pub(crate) fn entries(&self) -> &[(Vec<u8>, Record)] {
+    pub(crate) fn entries(&self) -> &[(StoreKey, Record)] {
         &self.entries
     }
 
@@ -244,7 +268,7 @@ impl WriteBatch {
                 k => return Err(format!("unknown entry kind {k}")),
             };
             batch.bytes += key.len() + value.size() + 16;
-            batch.entries.push((key.to_vec(), value));
+            batch.entries.push((StoreKey::from_slice(key), value));
         }
         r.finish().map_err(err)?;
         Ok(batch)
@@ -261,7 +285,7 @@ fn check_key(key: &[u8]) -> Result<()> {
 /// The versions committed since the last flush.
 #[derive(Debug, Default)]
 pub struct Memtable {
-    map: BTreeMap<Vec<u8>, Vec<(u64, Record)>>,
+    map: BTreeMap<StoreKey, Versions>,
     bytes: usize,
     entries: usize,
     min_version: Option<u64>,
@@ -278,13 +302,17 @@ impl Memtable {
     pub(crate) fn apply(&mut self, version: u64, batch: &WriteBatch) {
         for (key, value) in batch.entries() {
             let size = key.len() + value.size() + 48;
-            match self.map.get_mut(key.as_slice()) {
-                Some(versions) => match versions.last_mut() {
-                    Some(last) if last.0 == version => last.1 = value.clone(),
-                    _ => versions.push((version, value.clone())),
-                },
-                None => {
-                    self.map.insert(key.clone(), vec![(version, value.clone())]);
+            // One search: the key's copy is a copy of its inline bytes.
+            match self.map.entry(key.clone()) {
+                Entry::Occupied(mut o) => {
+                    let versions = o.get_mut();
+                    match versions.last_mut() {
+                        Some(last) if last.0 == version => last.1 = value.clone(),
+                        _ => versions.push((version, value.clone())),
+                    }
+                }
+                Entry::Vacant(v) => {
+                    v.insert(smallvec![(version, value.clone())]);
                 }
             }
             self.bytes += size;
@@ -303,7 +331,7 @@ impl Memtable {
 
     /// Every entry of `key`, oldest first (empty when none).
     pub(crate) fn versions(&self, key: &[u8]) -> &[(u64, Record)] {
-        self.map.get(key).map_or(&[], Vec::as_slice)
+        self.map.get(key).map_or(&[], |v| v.as_slice())
     }
 
     /// Approximate memory held, in bytes.
@@ -357,7 +385,10 @@ mod tests {
         let back = WriteBatch::decode(&b.encode()).map_err(|_| EngineError::Poisoned)?;
         assert_eq!(back.entries(), b.entries());
         assert_eq!(b.len(), 3);
-        assert_eq!(b.entries()[2], (b"Sb".to_vec(), Record::Delete));
+        assert_eq!(
+            b.entries()[2],
+            (StoreKey::from_slice(b"Sb"), Record::Delete)
+        );
         Ok(())
     }
 
@@ -400,6 +431,48 @@ mod tests {
         assert_eq!(m.get(b"Sk", 100).map(|e| e.0), Some(9));
         let order: Vec<u64> = m.iter().map(|e| e.1).collect();
         assert_eq!(order, vec![9, 5, 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn keys_inline_and_on_the_heap_keep_one_order() -> Result<()> {
+        // Keys of 0 to 99 bytes (store keys of 1 to 100: inline up to
+        // `KEY_INLINE`, on the heap beyond), prefixes of one another and
+        // not, written over three versions in a scrambled order.
+        let key = |i: usize| -> Vec<u8> { (0..i % 100).map(|j| (j * 7 + i / 100) as u8).collect() };
+        let mut model: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+        let mut m = Memtable::new();
+        for v in 1..=3u64 {
+            let mut b = WriteBatch::new();
+            for i in (0..300).map(|i| (i * 37 + v as usize) % 300) {
+                if i % 3 == v as usize % 3 {
+                    continue;
+                }
+                b.put(Namespace::State, &key(i), &v.to_le_bytes())?;
+                let versions = model
+                    .entry(store_key(Namespace::State, &key(i)))
+                    .or_default();
+                if versions.last() != Some(&v) {
+                    versions.push(v);
+                }
+            }
+            b.normalise();
+            let back = WriteBatch::decode(&b.encode()).map_err(|_| EngineError::Poisoned)?;
+            assert_eq!(back.entries(), b.entries());
+            m.apply(v, &b);
+        }
+        let expected: Vec<(Vec<u8>, u64)> = model
+            .iter()
+            .flat_map(|(k, vs)| vs.iter().rev().map(move |v| (k.clone(), *v)))
+            .collect();
+        let got: Vec<(Vec<u8>, u64)> = m.iter().map(|(k, v, _)| (k.to_vec(), v)).collect();
+        assert_eq!(got, expected);
+        for (k, vs) in &model {
+            let found: Vec<u64> = m.versions(k).iter().map(|e| e.0).collect();
+            assert_eq!(&found, vs);
+            assert_eq!(m.get(k, 3).map(|e| e.0), vs.last().copied());
+        }
+        assert!(model.keys().any(|k| k.len() > KEY_INLINE));
         Ok(())
     }
 
