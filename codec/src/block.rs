@@ -27,6 +27,12 @@ pub enum Compression {
 /// when compression does not make it smaller.
 pub fn encode(raw: &[u8], compression: Compression) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len() + 1 + varint::MAX_LEN);
+    encode_into(&mut out, raw, compression)?;
+    Ok(out)
+}
+
+/// [`encode`], appended to `out` (on an error `out` may hold part of it).
+pub fn encode_into(out: &mut Vec<u8>, raw: &[u8], compression: Compression) -> Result<()> {
     if let Compression::Zstd(level) = compression {
         let body = zstd::bulk::compress(raw, level).map_err(|e| CodecError::Compression {
             what: "compress",
@@ -34,15 +40,15 @@ pub fn encode(raw: &[u8], compression: Compression) -> Result<Vec<u8>> {
         })?;
         if body.len() < raw.len() {
             out.push(ZSTD);
-            varint::put(&mut out, raw.len() as u64);
+            varint::put(out, raw.len() as u64);
             out.extend_from_slice(&body);
-            return Ok(out);
+            return Ok(());
         }
     }
     out.push(STORED);
-    varint::put(&mut out, raw.len() as u64);
+    varint::put(out, raw.len() as u64);
     out.extend_from_slice(raw);
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes a block, refusing one whose raw length exceeds `max_raw_len`.

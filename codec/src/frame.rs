@@ -30,6 +30,33 @@ pub fn put(out: &mut Vec<u8>, payload: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Appends a frame whose payload `write` appends to `out` (after the
+/// header's room), so the payload is written once, in place, where
+/// [`put`] copies a payload built elsewhere. Fails, and leaves `out` as
+/// it was, if `write` fails or the payload is 4 GiB or larger.
+pub fn put_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    if let Err(e) = write(out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let payload = &out[start + HEADER_LEN..];
+    let Ok(len) = u32::try_from(payload.len()) else {
+        let len = payload.len() as u64;
+        out.truncate(start);
+        return Err(CodecError::TooLarge {
+            what: "frame",
+            len,
+            max: u64::from(u32::MAX),
+        });
+    };
+    let sum = checksum(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
+    Ok(())
+}
+
 /// Reads one frame from the start of `bytes`; returns its payload and the
 /// number of bytes the frame took. `max_len` bounds the payload length;
 /// `base` is the offset of `bytes` in its file, for error reports.
@@ -76,6 +103,29 @@ mod tests {
             let (got, used) = get(&out, 1 << 20, 0).expect("valid frame");
             prop_assert_eq!(got, &payload[..]);
             prop_assert_eq!(used, out.len());
+        }
+
+        #[test]
+        fn a_frame_written_in_place_is_the_frame_put_writes(
+            prefix in proptest::collection::vec(any::<u8>(), 0..20),
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut put_out = prefix.clone();
+            put(&mut put_out, &payload).expect("small payload");
+            let mut with_out = prefix.clone();
+            put_with(&mut with_out, |out| {
+                out.extend_from_slice(&payload);
+                Ok(())
+            })
+            .expect("small payload");
+            prop_assert_eq!(&with_out, &put_out);
+            // A payload that fails to write leaves nothing behind.
+            let failed = put_with(&mut with_out, |out| {
+                out.extend_from_slice(&payload);
+                Err(CodecError::Corrupt { what: "test", offset: 0, detail: "refused" })
+            });
+            prop_assert!(failed.is_err());
+            prop_assert_eq!(&with_out, &put_out);
         }
 
         #[test]

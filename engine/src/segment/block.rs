@@ -63,14 +63,28 @@ impl BlockBuilder {
 
     /// The raw block; the builder is empty afterwards.
     pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = std::mem::take(&mut self.data);
-        out.reserve(4 * self.offsets.len() + 4);
+        let raw = self.finish_in_place().to_vec();
+        self.clear();
+        raw
+    }
+
+    /// The raw block, built in the builder's own buffer; [`clear`](Self::clear)
+    /// then empties the builder and keeps the buffer for the next block
+    /// (a segment writer copies each block once, into its output).
+    pub fn finish_in_place(&mut self) -> &[u8] {
+        self.data.reserve(4 * self.offsets.len() + 4);
         for &o in &self.offsets {
-            put_u32(&mut out, o);
+            put_u32(&mut self.data, o);
         }
-        put_u32(&mut out, self.offsets.len() as u32);
+        put_u32(&mut self.data, self.offsets.len() as u32);
         self.offsets.clear();
-        out
+        &self.data
+    }
+
+    /// Empties the builder, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.offsets.clear();
     }
 }
 

@@ -7,6 +7,7 @@ use verity_codec::block::{self as codec_block, Compression};
 use verity_codec::frame;
 use verity_codec::reader::{put_bytes, put_u32, put_u64};
 use verity_codec::varint;
+use verity_codec::CodecError;
 
 use super::block::{cmp_entry, BlockBuilder};
 use super::filter::{key_hash, Filter};
@@ -124,12 +125,20 @@ impl SegmentWriter {
         if self.block.is_empty() {
             return Ok(());
         }
-        let raw = self.block.finish();
-        let encoded = codec_block::encode(&raw, self.compression)
-            .map_err(|e| EngineError::corruption(&self.path, self.written, e.to_string()))?;
+        // The block is encoded straight into the output, framed in place.
+        let raw = self.block.finish_in_place();
         let offset = self.written + self.out.len() as u64;
-        frame::put(&mut self.out, &encoded)
-            .map_err(|_| EngineError::InvalidArgument("segment block too large"))?;
+        let compression = self.compression;
+        let framed = frame::put_with(&mut self.out, |out| {
+            codec_block::encode_into(out, raw, compression)
+        });
+        self.block.clear();
+        framed.map_err(|e| match e {
+            CodecError::TooLarge { what: "frame", .. } => {
+                EngineError::InvalidArgument("segment block too large")
+            }
+            e => EngineError::corruption(&self.path, self.written, e.to_string()),
+        })?;
         let len = (self.written + self.out.len() as u64 - offset) as u32;
         let (key, version) = self.last.clone().unwrap_or_default();
         self.index.push(IndexEntry {
