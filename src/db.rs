@@ -11,7 +11,7 @@
 //! below `v` that the engine does not hold yet and the engine version
 //! below them, so it sees exactly `v` while later versions commit.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -202,9 +202,37 @@ fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// A write as the overlay keeps it: the key and its value, or `None` for
-/// a deletion.
-type Staging = Option<(Arc<[u8]>, Arc<[u8]>)>;
+/// A write as the overlay keeps it: the key and its value in their state
+/// encoding (see [`encode_state`]), or `None` for a deletion.
+type Staging = Option<StagedValue>;
+
+/// A staged key and value, encoded once as the engine stores them: the
+/// write thread hands the same allocation to the engine's batch, where
+/// the overlay kept the key and the value apart and the write encoded
+/// them again (three allocations and copies a write, now one).
+#[derive(Clone)]
+struct StagedValue {
+    /// `varint key length | key | value`.
+    bytes: Arc<[u8]>,
+    /// Where the value starts in `bytes`.
+    value_at: usize,
+}
+
+impl StagedValue {
+    /// `key` and `value` encoded (in `scratch`, then one exactly sized
+    /// allocation).
+    fn new(scratch: &mut Vec<u8>, key: &[u8], value: &[u8]) -> StagedValue {
+        let bytes = encode_state(scratch, key, value);
+        StagedValue {
+            value_at: bytes.len() - value.len(),
+            bytes,
+        }
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.bytes[self.value_at..]
+    }
+}
 
 /// One entry of a snapshot, as iteration returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,7 +248,9 @@ pub struct Entry {
 /// A version staged by `commit`.
 struct Staged {
     version: u64,
-    writes: HashMap<KeyHash, Staging>,
+    /// Sorted by key hash, one write a key (the batch's last): the order
+    /// the update and the engine's batch take them in.
+    writes: Vec<(KeyHash, Staging)>,
     root: OnceLock<Hash>,
 }
 
@@ -356,12 +386,23 @@ impl Db {
     pub fn commit(&self, batch: WriteBatch) -> Result<CommitHandle> {
         let shared = &self.inner.shared;
         shared.check_open()?;
-        let mut writes = HashMap::with_capacity(batch.writes.len());
+        let mut writes: Vec<(KeyHash, Staging)> = Vec::with_capacity(batch.writes.len());
+        let mut scratch = Vec::new();
         for (key, value) in batch.writes {
             let kh = key_hash(&key);
-            let staging = value.map(|v| (Arc::<[u8]>::from(key), Arc::<[u8]>::from(v)));
-            writes.insert(kh, staging);
+            let staging = value.map(|v| StagedValue::new(&mut scratch, &key, &v));
+            writes.push((kh, staging));
         }
+        // Stable: of two writes of a key, the later stays behind the
+        // earlier, and the dedup keeps it.
+        writes.sort_by_key(|w| w.0);
+        writes.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
         let sender = self.inner.sender.lock();
         let Some(tx) = sender.as_ref() else {
             return Err(DbError::Closed);
@@ -718,12 +759,12 @@ impl Shared {
         let v = staged.version;
         let span = tracing::debug_span!("merkleize", version = v, writes = staged.writes.len());
         let _guard = span.enter();
-        let mut updates: Vec<(KeyHash, Option<ValueHash>)> = staged
+        // In key hash order already (see `Staged::writes`).
+        let updates: Vec<(KeyHash, Option<ValueHash>)> = staged
             .writes
             .iter()
-            .map(|(kh, w)| (*kh, w.as_ref().map(|(_, value)| value_hash(value))))
+            .map(|(kh, w)| (*kh, w.as_ref().map(|w| value_hash(w.value()))))
             .collect();
-        updates.sort_unstable_by_key(|u| u.0);
         let trie = Trie::with_policy(&self.source, self.opts.delta_policy);
         let out = trie.update(v - 1, v, &updates)?;
         self.source.remember(&out);
@@ -739,10 +780,9 @@ impl Shared {
         for w in &out.writes {
             put_page(&mut batch, &w.path, w.kind, &w.record)?;
         }
-        let mut scratch = Vec::new();
         for (kh, w) in &staged.writes {
             let record = match w {
-                Some((key, value)) => Record::Put(encode_state(&mut scratch, key, value)),
+                Some(w) => Record::Put(w.bytes.clone()),
                 None => Record::Delete,
             };
             batch.push_record(Namespace::State, kh, record)?;
@@ -847,7 +887,7 @@ impl Snapshot {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let kh = key_hash(key);
         if let Some(w) = self.staged_write(&kh) {
-            return Ok(w.map(|(_, v)| v.to_vec()));
+            return Ok(w.map(|w| w.value().to_vec()));
         }
         if self.base == 0 {
             return Ok(None);
@@ -865,7 +905,7 @@ impl Snapshot {
         for (i, key) in keys.iter().enumerate() {
             let kh = key_hash(key);
             match self.staged_write(&kh) {
-                Some(w) => out[i] = w.map(|(_, v)| v.to_vec()),
+                Some(w) => out[i] = w.map(|w| w.value().to_vec()),
                 None => {
                     pending.push(i);
                     hashes.push(kh);
@@ -978,7 +1018,10 @@ impl Snapshot {
     }
 
     fn staged_write(&self, kh: &KeyHash) -> Option<Staging> {
-        self.staged.iter().find_map(|s| s.writes.get(kh).cloned())
+        self.staged.iter().find_map(|s| {
+            let i = s.writes.binary_search_by(|w| w.0.cmp(kh)).ok()?;
+            Some(s.writes[i].1.clone())
+        })
     }
 
     fn decode(&self, key: &[u8], stored: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
@@ -1027,6 +1070,15 @@ mod tests {
         let bytes = encode_state(&mut Vec::new(), b"key", b"value");
         assert_eq!(decode_state(&bytes)?, (&b"key"[..], &b"value"[..]));
         assert!(decode_state(&[0x80]).is_err());
+        // A staged value is the stored encoding, and its value is found
+        // behind length prefixes of one and of two bytes.
+        let mut scratch = Vec::new();
+        for key_len in [0usize, 1, 127, 128, 300] {
+            let key = vec![7u8; key_len];
+            let staged = StagedValue::new(&mut scratch, &key, b"the value");
+            assert_eq!(staged.value(), b"the value");
+            assert_eq!(decode_state(&staged.bytes)?, (&key[..], &b"the value"[..]));
+        }
         Ok(())
     }
 }

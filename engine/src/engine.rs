@@ -557,14 +557,15 @@ impl Engine {
             return Err(EngineError::InvalidArgument("versions must increase"));
         }
         batch.normalise();
-        let body = batch.encode();
-        writer.wal.append(version, &body)?;
+        let body_len = writer
+            .wal
+            .append_with(version, |out| batch.encode_into(out))?;
         s.counters
             .user
             .fetch_add(batch.size_bytes() as u64, Ordering::Relaxed);
         s.counters
             .wal
-            .fetch_add(body.len() as u64 + 16, Ordering::Relaxed);
+            .fetch_add(body_len as u64 + 16, Ordering::Relaxed);
         let full = {
             let mut mem = s.mem.write();
             mem.apply(version, &batch);

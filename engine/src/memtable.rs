@@ -237,17 +237,23 @@ impl WriteBatch {
     /// `bytes` is a varint length and the bytes, and kind is 0 for a put,
     /// 1 for a tombstone and 2 for a delta.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.bytes + 8);
-        varint::put(&mut out, self.entries.len() as u64);
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// [`encode`](Self::encode), appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.bytes + 8);
+        varint::put(out, self.entries.len() as u64);
         for (key, value) in &self.entries {
-            put_bytes(&mut out, key);
+            put_bytes(out, key);
             let r = value.as_ref();
             out.push(r.kind());
             if let Some(b) = r.bytes() {
-                put_bytes(&mut out, b);
+                put_bytes(out, b);
             }
         }
-        out
     }
 
     /// Decodes a WAL body written by [`encode`](Self::encode).

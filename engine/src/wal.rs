@@ -198,22 +198,44 @@ impl Wal {
     /// Appends the record of `version` (newer than every version in the
     /// log) to the current group. Nothing is written until [`sync`](Self::sync).
     pub fn append(&mut self, version: u64, body: &[u8]) -> Result<()> {
+        self.append_with(version, |out| out.extend_from_slice(body))
+            .map(|_| ())
+    }
+
+    /// [`append`](Self::append) of the body that `encode` appends to the
+    /// buffer it is given: the body is written once, into the group's
+    /// buffer, where building it apart copied it twice more. Returns the
+    /// body's length. A body longer than `MAX_BODY` is refused and leaves
+    /// the group as it was.
+    pub fn append_with(
+        &mut self,
+        version: u64,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<usize> {
         if self.poisoned {
             return Err(EngineError::Poisoned);
         }
         if self.last.is_some_and(|last| version <= last) {
             return Err(EngineError::InvalidArgument("WAL versions must increase"));
         }
-        if body.len() > MAX_BODY {
-            return Err(EngineError::InvalidArgument("WAL record too large"));
-        }
-        let mut payload = Vec::with_capacity(8 + body.len());
-        payload.extend_from_slice(&version.to_le_bytes());
-        payload.extend_from_slice(body);
-        frame::put(&mut self.buffer, &payload)
-            .map_err(|_| EngineError::InvalidArgument("WAL record too large"))?;
+        let mut body_len = 0;
+        frame::put_with(&mut self.buffer, |out| {
+            out.extend_from_slice(&version.to_le_bytes());
+            let start = out.len();
+            encode(out);
+            body_len = out.len() - start;
+            if body_len > MAX_BODY {
+                return Err(verity_codec::CodecError::TooLarge {
+                    what: "WAL record",
+                    len: body_len as u64,
+                    max: MAX_BODY as u64,
+                });
+            }
+            Ok(())
+        })
+        .map_err(|_| EngineError::InvalidArgument("WAL record too large"))?;
         self.last = Some(version);
-        Ok(())
+        Ok(body_len)
     }
 
     /// Writes the current group and syncs it: one write and one sync for

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use verity_engine::io::{IoBackend, StdIo};
 use verity_engine::sim::{CrashMode, Fault, SimDisk};
-use verity_engine::wal::{Wal, WalRecord, HEADER_LEN};
+use verity_engine::wal::{Wal, WalRecord, HEADER_LEN, MAX_BODY};
 use verity_engine::EngineError;
 
 use common::seed;
@@ -111,6 +111,43 @@ fn records_round_trip_on_every_backend() {
         assert_eq!(recovery.records.len(), all.len() + 1);
         assert_eq!(recovery.records[all.len()].body, b"after reopen");
     }
+}
+
+#[test]
+fn bodies_encoded_in_place_are_records_and_an_oversized_one_is_refused_whole() {
+    let (disk, dir) = sim_dir();
+    let path = dir.join("wal-1");
+    let mut wal = Wal::create(&disk, &path).expect("create");
+    wal.append(1, b"first").expect("append");
+    let len = wal
+        .append_with(2, |out| out.extend_from_slice(b"in place"))
+        .expect("append_with");
+    assert_eq!(len, 8);
+    let before = wal.len();
+    // One byte over the limit: refused, and the group keeps what it had.
+    let refused = wal.append_with(3, |out| out.resize(out.len() + MAX_BODY + 1, 7));
+    assert!(matches!(refused, Err(EngineError::InvalidArgument(_))));
+    assert_eq!(wal.len(), before);
+    assert_eq!(wal.last_version(), Some(2));
+    wal.append_with(3, |out| out.extend_from_slice(b"after"))
+        .expect("append_with");
+    wal.sync().expect("sync");
+    drop(wal);
+    let (_, recovery) = Wal::open(&disk, &path).expect("open");
+    let bodies: Vec<(u64, &[u8])> = recovery
+        .records
+        .iter()
+        .map(|r| (r.version, &r.body[..]))
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![
+            (1, &b"first"[..]),
+            (2, &b"in place"[..]),
+            (3, &b"after"[..])
+        ]
+    );
+    assert_eq!(recovery.cut, None);
 }
 
 /// Runs `groups` against a fresh log on `disk`, stopping after `stop`
