@@ -6,7 +6,7 @@
 //! error, never wrong data.
 
 use crate::error::{CodecError, Result};
-use crate::reader::{put_u32, Reader};
+use crate::reader::Reader;
 
 /// Bytes of a frame header (length and checksum).
 pub const HEADER_LEN: usize = 8;
@@ -19,15 +19,14 @@ pub fn checksum(bytes: &[u8]) -> u32 {
 /// Appends a frame holding `payload` to `out`; fails (and appends
 /// nothing) if the payload is 4 GiB or larger.
 pub fn put(out: &mut Vec<u8>, payload: &[u8]) -> Result<()> {
-    let len = u32::try_from(payload.len()).map_err(|_| CodecError::TooLarge {
-        what: "frame",
-        len: payload.len() as u64,
-        max: u64::from(u32::MAX),
-    })?;
-    put_u32(out, len);
-    put_u32(out, checksum(payload));
-    out.extend_from_slice(payload);
-    Ok(())
+    // Refused before it is copied.
+    if u32::try_from(payload.len()).is_err() {
+        return Err(too_large(payload.len()));
+    }
+    put_with(out, |out| {
+        out.extend_from_slice(payload);
+        Ok(())
+    })
 }
 
 /// Appends a frame whose payload `write` appends to `out` (after the
@@ -43,18 +42,23 @@ pub fn put_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>) -> Result<()
     }
     let payload = &out[start + HEADER_LEN..];
     let Ok(len) = u32::try_from(payload.len()) else {
-        let len = payload.len() as u64;
+        let len = payload.len();
         out.truncate(start);
-        return Err(CodecError::TooLarge {
-            what: "frame",
-            len,
-            max: u64::from(u32::MAX),
-        });
+        return Err(too_large(len));
     };
     let sum = checksum(payload);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
     Ok(())
+}
+
+/// The error of a payload of `len` bytes, 4 GiB or more.
+fn too_large(len: usize) -> CodecError {
+    CodecError::TooLarge {
+        what: "frame",
+        len: len as u64,
+        max: u64::from(u32::MAX),
+    }
 }
 
 /// Reads one frame from the start of `bytes`; returns its payload and the
@@ -106,12 +110,18 @@ mod tests {
         }
 
         #[test]
-        fn a_frame_written_in_place_is_the_frame_put_writes(
+        fn frames_written_in_place_are_the_format_s_frames(
             prefix in proptest::collection::vec(any::<u8>(), 0..20),
             payload in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
+            // The frame as the format defines it, built here by hand.
             let mut put_out = prefix.clone();
-            put(&mut put_out, &payload).expect("small payload");
+            put_out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            put_out.extend_from_slice(&checksum(&payload).to_le_bytes());
+            put_out.extend_from_slice(&payload);
+            let mut by_put = prefix.clone();
+            put(&mut by_put, &payload).expect("small payload");
+            prop_assert_eq!(&by_put, &put_out);
             let mut with_out = prefix.clone();
             put_with(&mut with_out, |out| {
                 out.extend_from_slice(&payload);

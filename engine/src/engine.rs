@@ -27,7 +27,7 @@ use crate::cache::BlockCache;
 use crate::error::{EngineError, Result};
 use crate::io::IoBackend;
 use crate::manifest::{self, Manifest};
-use crate::memtable::{store_key, Memtable, Record, Value, WriteBatch};
+use crate::memtable::{store_key, Memtable, Record, StoreKey, Value, WriteBatch};
 use crate::segment::filter::key_hash;
 use crate::segment::reader::OwnedEntry;
 use crate::segment::{Segment, SegmentIter, SegmentMeta, SegmentWriter};
@@ -640,7 +640,7 @@ impl Engine {
         let s = &*self.shared;
         s.check_readable(version)?;
         let mut out: Vec<Value> = vec![None; keys.len()];
-        let store_keys: Vec<Vec<u8>> = keys.iter().map(|k| store_key(ns, k)).collect();
+        let store_keys: Vec<StoreKey> = keys.iter().map(|k| store_key(ns, k)).collect();
         let mut pending: Vec<usize> = Vec::new();
         let view = {
             let mem = s.mem.read();

@@ -120,8 +120,8 @@ pub const MAX_VALUE: usize = 64 << 20;
 /// and a free, and a comparison one more cold line (BENCHMARKS.md).
 const KEY_INLINE: usize = 40;
 
-/// A store key as write batches and the memtable keep it.
-pub(crate) type StoreKey = SmallVec<[u8; KEY_INLINE]>;
+/// A store key as write batches, the memtable and reads keep it.
+pub type StoreKey = SmallVec<[u8; KEY_INLINE]>;
 
 /// A key's entries in the memtable, oldest first: most keys have one.
 type Versions = SmallVec<[(u64, Record); 1]>;
@@ -134,16 +134,9 @@ pub struct WriteBatch {
     bytes: usize,
 }
 
-/// The store key of a namespace's user key: its prefix byte, then the key.
-pub fn store_key(ns: Namespace, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + key.len());
-    k.push(ns.prefix());
-    k.extend_from_slice(key);
-    k
-}
-
-/// [`store_key`] as a [`StoreKey`].
-fn inline_store_key(ns: Namespace, key: &[u8]) -> StoreKey {
+/// The store key of a namespace's user key: its prefix byte, then the key
+/// (inline up to `KEY_INLINE` bytes: a read builds it without allocating).
+pub fn store_key(ns: Namespace, key: &[u8]) -> StoreKey {
     let mut k = StoreKey::with_capacity(1 + key.len());
     k.push(ns.prefix());
     k.extend_from_slice(key);
@@ -177,14 +170,14 @@ impl WriteBatch {
     /// where [`WriteBatch::put`] and [`WriteBatch::put_delta`] copy theirs.
     pub fn push_record(&mut self, ns: Namespace, key: &[u8], record: Record) -> Result<()> {
         self.admit(key, record.size())?;
-        self.entries.push((inline_store_key(ns, key), record));
+        self.entries.push((store_key(ns, key), record));
         Ok(())
     }
 
     fn push(&mut self, ns: Namespace, key: &[u8], record: RecordRef<'_>) -> Result<()> {
         self.admit(key, record.bytes().map_or(0, <[u8]>::len))?;
         self.entries
-            .push((inline_store_key(ns, key), record.to_owned_record()));
+            .push((store_key(ns, key), record.to_owned_record()));
         Ok(())
     }
 
@@ -456,7 +449,7 @@ mod tests {
                 }
                 b.put(Namespace::State, &key(i), &v.to_le_bytes())?;
                 let versions = model
-                    .entry(store_key(Namespace::State, &key(i)))
+                    .entry([&[Namespace::State.prefix()][..], &key(i)].concat())
                     .or_default();
                 if versions.last() != Some(&v) {
                     versions.push(v);

@@ -176,9 +176,9 @@ impl Segment {
     /// first, in segment order), where a lookup per entry searched the
     /// filter, the index and the block again. `take` gets each entry's
     /// version and record and returns the version to go on at or below,
-    /// or `None` to stop (a point lookup stops at the first). Returns `Ok(true)` when `take` stopped, and
-    /// `Ok(false)` when the segment holds no more entries of `key` (older
-    /// segments may).
+    /// or `None` to stop (a point lookup stops at the first). Returns
+    /// `Ok(true)` when `take` stopped, and `Ok(false)` when the segment
+    /// holds no more entries of `key` (older segments may).
     pub fn walk_key(
         &self,
         key: &[u8],
