@@ -13,7 +13,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use rayon::prelude::*;
 use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
-use verity_codec::page::{PageImage, PageRecord};
+use verity_codec::page::{PageDelta, PageImage, PageRecord};
 
 use crate::error::MerkleError;
 use crate::page::{ChainInfo, Page, VersionedPage};
@@ -360,6 +360,7 @@ pub fn rebuild(
         source,
     };
     let mut chain = Vec::new();
+    let mut info = ChainInfo::default();
     let mut base: Option<PageImage> = None;
     for (_, bytes) in records.iter().rev() {
         match PageRecord::decode(bytes).map_err(codec)? {
@@ -367,7 +368,11 @@ pub fn rebuild(
                 base = Some(image);
                 break;
             }
-            PageRecord::Delta(delta) => chain.push((delta, bytes.len())),
+            PageRecord::Delta(delta) => {
+                chain.push(delta);
+                info.deltas += 1;
+                info.delta_bytes += bytes.len() as u32;
+            }
             PageRecord::Removed if chain.is_empty() => return Ok(None),
             PageRecord::Removed => {
                 return Err(MerkleError::CorruptPage {
@@ -383,11 +388,10 @@ pub fn rebuild(
             detail: "a delta chain has no base",
         });
     };
-    let mut info = ChainInfo::default();
-    for (delta, len) in chain.iter().rev() {
-        image = delta.apply(&image).map_err(codec)?;
-        info.deltas += 1;
-        info.delta_bytes += *len as u32;
+    if !chain.is_empty() {
+        // Oldest first, applied in one pass.
+        chain.reverse();
+        image = PageDelta::apply_chain(&image, &chain).map_err(codec)?;
     }
     let page = Page::from_image(&image, path)?;
     // Debug builds (the tests) check every stored hash a page is read with.

@@ -20,8 +20,12 @@ pub use writer::SegmentWriter;
 
 /// The first bytes of a segment footer.
 pub const MAGIC: [u8; 8] = *b"VRTYSEG\0";
-/// The segment format this build writes and reads.
-pub const FORMAT: u8 = 1;
+/// The segment format this build writes: 2, whose filter is blocked (one
+/// cache line a lookup, see `filter`).
+pub const FORMAT: u8 = 2;
+/// The oldest segment format this build reads: 1, the same but for its
+/// classic filter.
+pub const MIN_FORMAT: u8 = 1;
 /// Bytes of the footer.
 pub const FOOTER_LEN: usize = 72;
 
@@ -83,7 +87,7 @@ impl Footer {
         if f[..8] != MAGIC {
             return Err("not a segment file (bad magic)".to_owned());
         }
-        if f[8] != FORMAT {
+        if !(MIN_FORMAT..=FORMAT).contains(&f[8]) {
             return Err(format!("unsupported segment format {}", f[8]));
         }
         if f[9..12]
@@ -183,5 +187,40 @@ mod prefix_tests {
         }
         assert_eq!(key_prefix(b"ab"), key_prefix(b"ab\0"));
         assert!(key_prefix(b"ab") < key_prefix(b"ab\0\x01"));
+    }
+}
+
+#[cfg(test)]
+mod footer_tests {
+    use super::*;
+
+    /// Format 2 is written; formats 1 (the classic filter) and 2 are read,
+    /// and the others refused.
+    #[test]
+    fn footers_of_formats_one_and_two_are_read() {
+        let footer = Footer {
+            index_off: 100,
+            index_len: 20,
+            filter_off: 60,
+            filter_len: 40,
+            entries: 3,
+            min_version: 1,
+            max_version: 2,
+        };
+        let file_len = 120 + FOOTER_LEN as u64;
+        let encoded = footer.encode();
+        assert_eq!(encoded[8], 2);
+        for format in 0..=4u8 {
+            let mut f = encoded;
+            f[8] = format;
+            let crc = frame::checksum(&f[..68]);
+            f[68..72].copy_from_slice(&crc.to_le_bytes());
+            let decoded = Footer::decode(&f, file_len);
+            if (1..=2).contains(&format) {
+                assert_eq!(decoded, Ok(footer), "format {format}");
+            } else {
+                assert_eq!(decoded, Err(format!("unsupported segment format {format}")));
+            }
+        }
     }
 }

@@ -22,6 +22,23 @@ const MAX_RAW_BLOCK: usize = MAX_VALUE + MAX_KEY + (1 << 20);
 /// The largest block frame on disk.
 const MAX_BLOCK_FRAME: u32 = (MAX_RAW_BLOCK + 64) as u32;
 
+/// The number of entries equal to `prefix` at the start of `tail`, which
+/// is sorted and holds nothing smaller: an exponential search from the
+/// start. The run is nearly always 0 to 2 entries long, and a binary
+/// search over the whole tail (the rest of the index) read about
+/// `log2(tail.len())` cold lines to find that out: it was a third of
+/// [`Segment::locate`]'s samples at 10M keys (BENCHMARKS.md).
+fn run_len(tail: &[u64], prefix: u64) -> usize {
+    // Every entry up to an equal one is equal: the tail is sorted and
+    // starts at `prefix` or above.
+    let mut end = 1;
+    while end <= tail.len() && tail[end - 1] == prefix {
+        end *= 2;
+    }
+    let start = end / 2;
+    start + tail[start..end.min(tail.len())].partition_point(|p| *p == prefix)
+}
+
 /// An open segment file.
 pub struct Segment {
     meta: SegmentMeta,
@@ -141,7 +158,7 @@ impl Segment {
         // key; only the run of equal prefixes needs whole comparisons.
         let prefix = key_prefix(key);
         let lo = self.prefixes.partition_point(|p| *p < prefix);
-        let ties = self.prefixes[lo..].partition_point(|p| *p == prefix);
+        let ties = run_len(&self.prefixes[lo..], prefix);
         let i = lo
             + self.index[lo..lo + ties]
                 .partition_point(|e| cmp_entry(&e.last_key, e.last_version, key, version).is_lt());
@@ -379,6 +396,31 @@ impl SegmentIter {
             self.block = Some(self.segment.decode_block(&buf, e.offset)?);
             self.next_block += 1;
             self.next_entry = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::run_len;
+
+    proptest! {
+        /// The exponential search finds the run a binary search over the
+        /// whole tail finds, for runs of every length (the tail starts at
+        /// the prefix or above, as the index's tail after the lower bound).
+        #[test]
+        fn run_len_is_the_run_of_equal_prefixes(
+            run in 0usize..70,
+            rest in proptest::collection::vec(1u64..1000, 0..200),
+        ) {
+            let prefix = 500u64;
+            let mut tail = vec![prefix; run];
+            tail.extend(rest.iter().map(|p| p + prefix));
+            tail.sort_unstable();
+            prop_assert_eq!(run_len(&tail, prefix), run);
+            prop_assert_eq!(run_len(&tail, prefix), tail.partition_point(|p| *p == prefix));
         }
     }
 }
