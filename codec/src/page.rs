@@ -289,7 +289,7 @@ impl PageDelta {
         let mut hashes: SlotHashes = base
             .hashes
             .iter()
-            .filter(|(n, _)| touched & (1 << n) == 0)
+            .filter(|(n, _)| touched & 1u16.checked_shl(u32::from(*n)).unwrap_or(0) == 0)
             .chain(self.hashes.iter())
             .copied()
             .collect();
@@ -311,7 +311,9 @@ impl PageDelta {
         if let [delta] = deltas {
             return delta.apply(base);
         }
-        if deltas.iter().any(|d| d.levels != base.levels) {
+        if let Some(m) = deltas.iter().position(|d| d.levels != base.levels) {
+            // The deltas before it are applied first, for their error.
+            Self::apply_chain(base, &deltas[..m])?;
             return Err(CodecError::Corrupt {
                 what: "page delta",
                 offset: 0,
@@ -366,7 +368,7 @@ impl PageDelta {
         // A slot keeps the hash of the newest delta that touches it (none,
         // if that delta stores none), else the base's.
         // (Slot numbers are below 16 in decoded records; others are left
-        // out rather than shifted out of range.)
+        // out rather than shifted out of range: `apply` keeps them.)
         let bit = |n: u8| 1u16.checked_shl(u32::from(n)).unwrap_or(0);
         let mut slots: [Option<Hash32>; 16] = [None; 16];
         let mut decided = 0u16;
@@ -722,10 +724,17 @@ mod tests {
                 .filter(|n| touched & pick & (1 << n) != 0)
                 .map(|n| (n, [n ^ (deltas.len() as u8); 32]))
                 .collect();
-            let delta = PageDelta {
-                levels,
-                changes,
-                hashes,
+            // Now and then a delta of other levels, which `apply` refuses.
+            let delta = match script.first() {
+                Some(&(op, _, _)) if op % 32 == 31 => PageDelta {
+                    levels: levels % 3 + 1,
+                    ..PageDelta::default()
+                },
+                _ => PageDelta {
+                    levels,
+                    changes,
+                    hashes,
+                },
             };
             if let Ok(next) = delta.apply(&image) {
                 image = next;
@@ -755,13 +764,37 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_of_other_levels_is_refused() {
+    fn a_chain_of_other_levels_is_refused_as_one_by_one() {
         let base = PageImage {
             levels: 2,
             ..PageImage::default()
         };
-        let deltas = vec![PageDelta::default(); 2];
-        assert!(PageDelta::apply_chain(&base, &deltas).is_err());
+        let absent = SlotPos::new(1, 3).expect("valid");
+        let removes_absent = PageDelta {
+            levels: 2,
+            changes: vec![(absent, None)],
+            hashes: SlotHashes::new(),
+        };
+        let other_levels = PageDelta {
+            levels: 3,
+            ..PageDelta::default()
+        };
+        let same = PageDelta {
+            levels: 2,
+            ..PageDelta::default()
+        };
+        for deltas in [
+            vec![other_levels.clone(), same.clone()],
+            vec![same.clone(), other_levels.clone()],
+            // The earlier delta's error comes first.
+            vec![removes_absent, other_levels],
+        ] {
+            let one_by_one = deltas
+                .iter()
+                .try_fold(base.clone(), |image, d| d.apply(&image));
+            assert!(one_by_one.is_err());
+            assert_eq!(PageDelta::apply_chain(&base, &deltas), one_by_one);
+        }
         assert_eq!(
             PageDelta::apply_chain(&base, &[]),
             Ok(base.clone()),
