@@ -220,19 +220,10 @@ mod footer_tests {
         fb.copy_from_slice(&bytes[footer_at..]);
         let footer = Footer::decode(&fb, bytes.len() as u64).expect("footer");
         let (at, len) = (footer.filter_off as usize, footer.filter_len as usize);
-        // The classic layout, as long as the blocked filter it replaces.
-        let nbits = ((len - 8 - 1) * 8) as u64;
-        let mut classic = vec![0u8; len - 8];
-        classic[0] = 7;
-        for k in &keys {
-            let h = filter::key_hash(k);
-            let (mut x, d) = (h, h.rotate_left(21) | 1);
-            for _ in 0..7 {
-                let b = x % nbits;
-                classic[1 + (b / 8) as usize] |= 1 << (b % 8);
-                x = x.wrapping_add(d);
-            }
-        }
+        // The classic layout, as long as the blocked filter it replaces
+        // (its frame header and layout byte aside).
+        let hashes: Vec<u64> = keys.iter().map(|k| filter::key_hash(k)).collect();
+        let classic = filter::classic_by_hand(&hashes, len - frame::HEADER_LEN - 1);
         let mut framed = Vec::new();
         frame::put(&mut framed, &classic).expect("frame");
         assert_eq!(framed.len(), len);
