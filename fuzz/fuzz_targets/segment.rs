@@ -55,13 +55,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-fn store(disk: &SimDisk, bytes: &[u8]) -> &'static Path {
-    let path = Path::new("/s/000001.seg");
+/// The segment's file on a fresh simulated disk (its directory made).
+fn segment_path(disk: &SimDisk) -> &'static Path {
     disk.create_dir_all(Path::new("/s")).expect("mkdir");
-    let file = disk.open(path, true).expect("create");
-    file.write_at(bytes, 0).expect("write");
-    file.sync().expect("sync");
-    path
+    Path::new("/s/000001.seg")
 }
 
 fn arbitrary_file(bytes: &[u8]) {
@@ -77,7 +74,10 @@ fn arbitrary_file(bytes: &[u8]) {
         max_version: u64_at(footer, 56),
     };
     let disk = SimDisk::new();
-    let path = store(&disk, bytes);
+    let path = segment_path(&disk);
+    let file = disk.open(path, true).expect("create");
+    file.write_at(bytes, 0).expect("write");
+    file.sync().expect("sync");
     let Ok(segment) = Segment::open(&disk, path, meta) else {
         return;
     };
@@ -142,8 +142,7 @@ fn written(bytes: &[u8]) {
         return;
     }
     let disk = SimDisk::new();
-    disk.create_dir_all(Path::new("/s")).expect("mkdir");
-    let path = Path::new("/s/000001.seg");
+    let path = segment_path(&disk);
     let mut writer =
         SegmentWriter::create(&disk, path, 1, block_size, compression).expect("create");
     for ((key, version), record) in &model {
