@@ -177,6 +177,13 @@ pub enum PageRecord {
     Removed,
 }
 
+/// The bit of page-root slot `n` in a 16-bit slot mask; none (0) for a
+/// number of 16 or more, which decoded records never hold but a
+/// hand-built image may.
+fn slot_bit(n: u8) -> u16 {
+    1u16.checked_shl(u32::from(n)).unwrap_or(0)
+}
+
 impl PageDelta {
     /// The delta that turns `old` into `new` (both ordered by position).
     pub fn between(old: &PageImage, new: &PageImage) -> PageDelta {
@@ -289,7 +296,7 @@ impl PageDelta {
         let mut hashes: SlotHashes = base
             .hashes
             .iter()
-            .filter(|(n, _)| touched & 1u16.checked_shl(u32::from(*n)).unwrap_or(0) == 0)
+            .filter(|(n, _)| touched & slot_bit(*n) == 0)
             .chain(self.hashes.iter())
             .copied()
             .collect();
@@ -369,20 +376,19 @@ impl PageDelta {
         // if that delta stores none), else the base's.
         // (Slot numbers are below 16 in decoded records; others are left
         // out rather than shifted out of range: `apply` keeps them.)
-        let bit = |n: u8| 1u16.checked_shl(u32::from(n)).unwrap_or(0);
         let mut slots: [Option<Hash32>; 16] = [None; 16];
         let mut decided = 0u16;
         for d in deltas.iter().rev() {
             let touched = d.touched_slots() & !decided;
             for &(n, h) in &d.hashes {
-                if touched & bit(n) != 0 {
+                if touched & slot_bit(n) != 0 {
                     slots[usize::from(n)] = Some(h);
                 }
             }
             decided |= touched;
         }
         for &(n, h) in &base.hashes {
-            if bit(n) != 0 && decided & bit(n) == 0 {
+            if slot_bit(n) != 0 && decided & slot_bit(n) == 0 {
                 slots[usize::from(n)] = Some(h);
             }
         }

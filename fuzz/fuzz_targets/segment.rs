@@ -65,6 +65,8 @@ fn arbitrary_file(bytes: &[u8]) {
     if bytes.len() < FOOTER_LEN {
         return;
     }
+    // The footer's entry count and version range, at the offsets
+    // `docs/format.md` gives them (the engine's footer decoder is its own).
     let footer = &bytes[bytes.len() - FOOTER_LEN..];
     let meta = SegmentMeta {
         number: 1,
@@ -125,7 +127,8 @@ fn written(bytes: &[u8]) {
     };
     let mut model = Model::new();
     while !input.0.is_empty() && model.len() < MAX_ENTRIES {
-        // A store key: a namespace byte, then up to 23 letters of four.
+        // A store key: a namespace byte, then up to 23 letters of a
+        // four-letter alphabet.
         let len = usize::from(input.byte() % 24);
         let mut key = vec![b'S'];
         key.extend((0..len).map(|_| b'a' + input.byte() % 4));
@@ -176,6 +179,7 @@ fn written(bytes: &[u8]) {
             .iter()
             .flat_map(|(v, _)| [v.saturating_sub(1), *v, v.saturating_add(1)])
             .collect();
+        at.sort_unstable();
         at.dedup();
         for q in at {
             let want: Vec<(u64, Record)> = versions
