@@ -100,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
         for _ in 0..(input.byte() % 6) {
             let (k, kl, ks) = input.buf();
             let mut err = ptr::null_mut();
-            let s = if input.byte() % 4 == 0 {
+            let s = if input.byte().is_multiple_of(4) {
                 let s = verity_batch_delete(b, k, kl, &mut err);
                 if s == VERITY_OK {
                     took.insert(ks.expect("a key").to_vec(), None);
@@ -237,7 +237,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let mut to = [0u8; 32];
         let (e, el, _) = input.buf();
-        let from = if input.byte() % 2 == 0 {
+        let from = if input.byte().is_multiple_of(2) {
             root.as_ptr()
         } else {
             ptr::null()
