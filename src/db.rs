@@ -59,8 +59,8 @@ pub enum SyncPolicy {
 pub struct Options {
     /// Bytes of the engine's block cache.
     pub cache_bytes: usize,
-    /// Bytes of decoded trie pages kept in memory (mostly the newest page
-    /// of each path, an eighth for older pages of historical reads).
+    /// Bytes of decoded trie pages kept in memory (the newest page of each
+    /// path, and older pages that historical reads rebuilt, in one budget).
     pub page_cache_bytes: usize,
     /// Keep this many versions readable; older ones are pruned as new ones
     /// commit (`None`: keep everything until [`Db::prune`]).
