@@ -37,7 +37,7 @@ const NEWEST: u64 = u64::MAX;
 /// A record of a page path, decoded: the page, or `None` when that record
 /// removed it.
 #[derive(Clone)]
-struct Newest {
+struct Decoded {
     version: u64,
     page: Option<VersionedPage>,
 }
@@ -221,7 +221,7 @@ pub(crate) struct EngineSource {
     /// Decoded pages, in one budget: the newest page of each path (under
     /// `(path, NEWEST)`), and older pages rebuilt for historical reads
     /// (under their path and the version of their newest record).
-    pages: PageCache<(PagePath, u64), Newest>,
+    pages: PageCache<(PagePath, u64), Decoded>,
     hits: AtomicU64,
     misses: AtomicU64,
     /// The newest version whose pages the source was given
@@ -255,19 +255,19 @@ impl EngineSource {
     /// for historical reads, evicted alike.
     ///
     /// The two kinds share the budget. The older pages had an eighth of it
-    /// apart, and every page an update missed was filed there (or, filed
-    /// as the newest, it evicted pages the same update was about to read),
-    /// where the update writes a new version of each page it reads and
-    /// files that one: at 10M keys the newest pages had seven eighths of
-    /// the cache, the other eighth churned, and the hit rate was 0.52
-    /// where it is 0.58 now (BENCHMARKS.md).
+    /// apart, and every page an update missed was filed there, where the
+    /// update writes a new version of each page it reads and files that
+    /// one: at 10M keys the newest pages had seven eighths of the cache,
+    /// the other eighth churned, and the hit rate was 0.52 where it is
+    /// 0.58 now (BENCHMARKS.md).
     pub(crate) fn new(engine: Arc<Engine>, capacity_bytes: usize) -> EngineSource {
+        let latest = engine.latest().unwrap_or(0);
         EngineSource {
             pages: PageCache::new(capacity_bytes),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            frontier: AtomicU64::new(engine.latest().unwrap_or(0)),
-            committed: Mutex::new(Some(engine.latest().unwrap_or(0))),
+            frontier: AtomicU64::new(latest),
+            committed: Mutex::new(Some(latest)),
             advanced: Condvar::new(),
             engine,
         }
@@ -319,7 +319,7 @@ impl EngineSource {
                 chain: w.chain,
             });
             let bytes = page_bytes(page.as_ref());
-            let newest = Newest {
+            let newest = Decoded {
                 version: output.version,
                 page,
             };
@@ -375,7 +375,7 @@ impl EngineSource {
         let page = rebuild_page(&records, path)?;
         if let Some(page) = page.as_ref().filter(|_| file) {
             let bytes = page_bytes(Some(page));
-            let entry = Newest {
+            let entry = Decoded {
                 version: newest,
                 page: Some(page.clone()),
             };
