@@ -17,6 +17,12 @@
 //! versions), for that pattern and for lighter ones:
 //! `cargo run --release --example page_version_floor`.
 //!
+//! Two more patterns measure layouts a version could take instead: the
+//! page kept whole as one block of 2,880 bytes (its struct, slots and
+//! leaves together, nothing shared) and copied, and an overlay, a
+//! 320-byte patch that copies nothing of the old page but holds a
+//! reference to it and reads five of its lines.
+//!
 //! Nothing here hashes or decides anything: it is the floor that copying
 //! a page per version sets on this machine.
 
@@ -40,6 +46,15 @@ const OWN_WORDS: usize = 50;
 const LEAF_WORDS: usize = 128;
 /// Bytes of a version's record.
 const RECORD_BYTES: usize = 192;
+/// Words of a page kept as one block: its struct, packed slots and
+/// leaves together, 2,880 bytes.
+const ONE_BLOCK_WORDS: usize = STRUCT_WORDS + OWN_WORDS + LEAF_WORDS;
+/// Words of an overlay version's patch: 320 bytes (a slot of 40 bytes,
+/// the four hashes on its binary tree path, a leaf, room for more).
+const PATCH_WORDS: usize = 40;
+/// Lines of the old struct an overlay version reads: the first (its
+/// count and header), the slot's, and three of its binary tree.
+const OVERLAY_LINES: usize = 5;
 
 /// A stand-in page.
 struct Page {
@@ -52,6 +67,13 @@ struct Page {
 #[derive(Clone, Copy)]
 struct Pattern {
     name: &'static str,
+    /// No copy of the struct: the version is an overlay, a small
+    /// allocation of `PATCH_WORDS` that holds a reference to the old
+    /// page (its count taken) and reads `OVERLAY_LINES` of its lines.
+    overlay: bool,
+    /// Copy the whole page (struct, own array and leaves) as one block of
+    /// `ONE_BLOCK_WORDS`, nothing shared.
+    one_block: bool,
     /// Copy the own array into an allocation of its own.
     own: bool,
     /// Take a reference to the shared leaves.
@@ -67,8 +89,58 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A version of a page: a copy, or an overlay on the old one.
+enum Version {
+    Copy(Page),
+    Overlay(Arc<Page>, Box<[u64; PATCH_WORDS]>),
+    OneBlock(Box<[u64; ONE_BLOCK_WORDS]>),
+}
+
+impl Version {
+    /// A word of the version, read back (untimed) so that every version
+    /// is one the program uses.
+    fn word(&self) -> u64 {
+        match self {
+            Version::Copy(p) => p.body[1] + p.own.first().copied().unwrap_or(0),
+            Version::Overlay(base, patch) => base.body[0] + patch[1],
+            Version::OneBlock(block) => block[1],
+        }
+    }
+}
+
+/// An overlay version of `old`: its lines read, its count taken, a patch.
+fn overlay(old: &Arc<Page>, i: usize) -> Version {
+    let mut patch = Box::new([0u64; PATCH_WORDS]);
+    let stride = STRUCT_WORDS / OVERLAY_LINES;
+    for (l, w) in patch.iter_mut().take(OVERLAY_LINES).enumerate() {
+        *w = old.body[(l * stride + i) % STRUCT_WORDS] + 1;
+    }
+    Version::Overlay(old.clone(), patch)
+}
+
+/// A version of page `i` kept as one block, `old`.
+fn one_block(
+    old: &[u64; ONE_BLOCK_WORDS],
+    i: usize,
+    pattern: Pattern,
+) -> (Version, Option<Vec<u8>>) {
+    let mut block = Box::new(*old);
+    block[i % ONE_BLOCK_WORDS] += 1;
+    let record = pattern.record.then(|| vec![block[0] as u8; RECORD_BYTES]);
+    (Version::OneBlock(block), record)
+}
+
 /// A version of `old`, as `pattern` says.
-fn version(old: &Page, i: usize, pattern: Pattern) -> (Page, Option<Vec<u8>>) {
+fn version(old: &Arc<Page>, i: usize, pattern: Pattern) -> (Version, Option<Vec<u8>>) {
+    if pattern.overlay {
+        let v = overlay(old, i);
+        let first = match &v {
+            Version::Overlay(_, patch) => patch[0],
+            _ => unreachable!("an overlay"),
+        };
+        let record = pattern.record.then(|| vec![first as u8; RECORD_BYTES]);
+        return (v, record);
+    }
     let mut body = Box::new(*old.body);
     body[i % STRUCT_WORDS] += 1;
     let mut own = Vec::new();
@@ -85,7 +157,7 @@ fn version(old: &Page, i: usize, pattern: Pattern) -> (Page, Option<Vec<u8>>) {
     let record = pattern
         .record
         .then(|| vec![(body[0] + leaves.first().copied().unwrap_or(0)) as u8; RECORD_BYTES]);
-    (Page { body, own, leaves }, record)
+    (Version::Copy(Page { body, own, leaves }), record)
 }
 
 thread_local! {
@@ -102,34 +174,68 @@ fn main() {
         "{pages} pages, {per_block} versions a block, {blocks} blocks, seed {seed}, {} threads",
         rayon::current_num_threads()
     );
-    let pool: Vec<Page> = (0..pages)
-        .map(|i| Page {
-            body: Box::new([i as u64; STRUCT_WORDS]),
-            own: vec![i as u64; OWN_WORDS],
-            leaves: vec![i as u64; LEAF_WORDS].into(),
+    let pool: Vec<Arc<Page>> = (0..pages)
+        .map(|i| {
+            Arc::new(Page {
+                body: Box::new([i as u64; STRUCT_WORDS]),
+                own: vec![i as u64; OWN_WORDS],
+                leaves: vec![i as u64; LEAF_WORDS].into(),
+            })
         })
         .collect();
     let patterns = [
         Pattern {
             name: "struct, own array, leaves' reference, record",
+            overlay: false,
+            one_block: false,
             own: true,
             leaves: true,
             record: true,
         },
         Pattern {
             name: "struct, own array, record",
+            overlay: false,
+            one_block: false,
             own: true,
             leaves: false,
             record: true,
         },
         Pattern {
             name: "struct and record",
+            overlay: false,
+            one_block: false,
             own: false,
             leaves: false,
             record: true,
         },
         Pattern {
             name: "struct alone",
+            overlay: false,
+            one_block: false,
+            own: false,
+            leaves: false,
+            record: false,
+        },
+        Pattern {
+            name: "one block of 2,880 bytes, record",
+            overlay: false,
+            one_block: true,
+            own: false,
+            leaves: false,
+            record: true,
+        },
+        Pattern {
+            name: "overlay on the old page, record",
+            overlay: true,
+            one_block: false,
+            own: false,
+            leaves: false,
+            record: true,
+        },
+        Pattern {
+            name: "overlay on the old page alone",
+            overlay: true,
+            one_block: false,
             own: false,
             leaves: false,
             record: false,
@@ -139,20 +245,36 @@ fn main() {
         // Each pattern gets the same picks, and an untimed block first
         // (the allocator's first use of its memory).
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // The pages as one block each, made only for the pattern that
+        // uses them (so the others run on the same memory as before).
+        let blocks_pool: Vec<Box<[u64; ONE_BLOCK_WORDS]>> = if pattern.one_block {
+            (0..pages)
+                .map(|i| Box::new([i as u64; ONE_BLOCK_WORDS]))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut wall = Duration::ZERO;
         for block in 0..=blocks {
             let mut picks: Vec<usize> = (0..per_block).map(|_| rng.gen_range(0..pages)).collect();
             picks.sort_unstable();
             let t = Instant::now();
-            let out: Vec<(Page, Option<Vec<u8>>)> = picks
+            let out: Vec<(Version, Option<Vec<u8>>)> = picks
                 .par_iter()
                 .with_min_len(64)
-                .map(|&i| version(&pool[i], i, pattern))
+                .map(|&i| {
+                    if pattern.one_block {
+                        one_block(&blocks_pool[i], i, pattern)
+                    } else {
+                        version(&pool[i], i, pattern)
+                    }
+                })
                 .collect();
             if block > 0 {
                 wall += t.elapsed();
             }
             // Untimed, as the merkleization example's "merkleizing".
+            std::hint::black_box(out.iter().map(|(v, _)| v.word()).sum::<u64>());
             drop(out);
         }
         // Every thread of the pool is busy while a block runs: a version
