@@ -10,6 +10,10 @@
 //! with the trie's own compression call (the stricter), and with
 //! `blake3::hash` of one 64-byte input, the loop `BENCH.md` measures.
 //!
+//! The blocks on one version cycle through `BATCHES` (default 8) batches
+//! of operations; `BATCHES=1` repeats one, so that its old pages stay in
+//! the CPU's caches from block to block.
+//!
 //! With `CHAIN=1` the blocks are a chain instead: each is applied to the
 //! store and the next one built on it, as a node does, and the time the
 //! store takes to apply a block is printed too.
@@ -81,10 +85,15 @@ fn main() {
         trie.source().apply(&out).expect("apply");
         version += 1;
     }
-    // Eight blocks in turn against one version; in a chain, a block of its
-    // own for each version (a block repeated on its own result would
-    // write values the keys already have).
-    let batches: Vec<Vec<Update>> = (0..if chain { blocks } else { 8 })
+    // `BATCHES` (eight) blocks in turn against one version; in a chain, a
+    // block of its own for each version (a block repeated on its own
+    // result would write values the keys already have).
+    let kinds = if chain {
+        blocks
+    } else {
+        env("BATCHES", 8).max(1)
+    };
+    let batches: Vec<Vec<Update>> = (0..kinds)
         .map(|_| {
             let mut batch: Vec<Update> = (0..10_000)
                 .map(|i| match i % 10 {

@@ -1137,17 +1137,16 @@ thread_local! {
 /// `record` encoded into one exactly sized shared allocation (encoding
 /// into a `Vec` and converting it would allocate twice).
 fn shared_record(record: &PageRecord) -> Arc<[u8]> {
-    shared_bytes(|buf| record.encode_into(buf))
+    encoded(|buf| record.encode_into(buf), |bytes| Arc::from(bytes))
 }
 
-/// What `encode` appends to an empty buffer, in one exactly sized shared
-/// allocation.
-fn shared_bytes(encode: impl FnOnce(&mut Vec<u8>)) -> Arc<[u8]> {
+/// `then` of what `encode` appends to this thread's empty scratch buffer.
+fn encoded<R>(encode: impl FnOnce(&mut Vec<u8>), then: impl FnOnce(&[u8]) -> R) -> R {
     SCRATCH.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.clear();
         encode(&mut buf);
-        Arc::from(&buf[..])
+        then(&buf)
     })
 }
 
@@ -1219,20 +1218,26 @@ fn write_page(
             version: o.version,
             superseded_at: version,
         });
-        let mut hashes = [(0, EMPTY); 16];
-        let len = page.slot_hashes_into(PageDelta::slots_touched_by(changes), &mut hashes);
-        let record = shared_bytes(|buf| {
-            PageDelta::encode_parts_into(buf, PAGE_LEVELS as u8, changes, &hashes[..len])
-        });
-        let chain_bytes = u64::from(o.chain.delta_bytes) + record.len() as u64;
-        let base = base_len(page.terminal_count()) as u64;
-        let limit = base * u64::from(ctx.policy.max_chain_percent) / 100;
-        if o.chain.deltas < ctx.policy.max_deltas && chain_bytes < limit {
-            let chain = ChainInfo {
-                deltas: o.chain.deltas + 1,
-                delta_bytes: chain_bytes as u32,
-            };
-            write = Some((record, RecordKind::Delta, chain));
+        // A delta while the chain stays short and smaller than a base;
+        // the delta is encoded first (its length decides), but allocated
+        // only when it is the record written.
+        if o.chain.deltas < ctx.policy.max_deltas {
+            let base = base_len(page.terminal_count()) as u64;
+            let limit = base * u64::from(ctx.policy.max_chain_percent) / 100;
+            let chain_bytes = |len: usize| u64::from(o.chain.delta_bytes) + len as u64;
+            let mut hashes = [(0, EMPTY); 16];
+            let len = page.slot_hashes_into(PageDelta::slots_touched_by(changes), &mut hashes);
+            let record: Option<Arc<[u8]>> = encoded(
+                |buf| PageDelta::encode_parts_into(buf, PAGE_LEVELS as u8, changes, &hashes[..len]),
+                |bytes| (chain_bytes(bytes.len()) < limit).then(|| Arc::from(bytes)),
+            );
+            if let Some(record) = record {
+                let chain = ChainInfo {
+                    deltas: o.chain.deltas + 1,
+                    delta_bytes: chain_bytes(record.len()) as u32,
+                };
+                write = Some((record, RecordKind::Delta, chain));
+            }
         }
     }
     let (record, kind, chain) = write.unwrap_or_else(|| {
