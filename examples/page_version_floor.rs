@@ -108,14 +108,16 @@ impl Version {
     }
 }
 
-/// An overlay version of `old`: its lines read, its count taken, a patch.
-fn overlay(old: &Arc<Page>, i: usize) -> Version {
+/// An overlay version of page `i`, `old`: its lines read, its count
+/// taken, a patch; and a record if `pattern` says so.
+fn overlay(old: &Arc<Page>, i: usize, pattern: Pattern) -> (Version, Option<Vec<u8>>) {
     let mut patch = Box::new([0u64; PATCH_WORDS]);
     let stride = STRUCT_WORDS / OVERLAY_LINES;
     for (l, w) in patch.iter_mut().take(OVERLAY_LINES).enumerate() {
         *w = old.body[(l * stride + i) % STRUCT_WORDS] + 1;
     }
-    Version::Overlay(old.clone(), patch)
+    let record = pattern.record.then(|| vec![patch[0] as u8; RECORD_BYTES]);
+    (Version::Overlay(old.clone(), patch), record)
 }
 
 /// A version of page `i` kept as one block, `old`.
@@ -133,13 +135,7 @@ fn one_block(
 /// A version of `old`, as `pattern` says.
 fn version(old: &Arc<Page>, i: usize, pattern: Pattern) -> (Version, Option<Vec<u8>>) {
     if pattern.overlay {
-        let v = overlay(old, i);
-        let first = match &v {
-            Version::Overlay(_, patch) => patch[0],
-            _ => unreachable!("an overlay"),
-        };
-        let record = pattern.record.then(|| vec![first as u8; RECORD_BYTES]);
-        return (v, record);
+        return overlay(old, i, pattern);
     }
     let mut body = Box::new(*old.body);
     body[i % STRUCT_WORDS] += 1;
