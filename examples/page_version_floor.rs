@@ -63,20 +63,29 @@ struct Page {
     leaves: Arc<[u64]>,
 }
 
+/// How a version is kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// A copy of the struct, with the parts `own` and `leaves` say.
+    Copy,
+    /// The whole page (struct, own array and leaves) as one block of
+    /// `ONE_BLOCK_WORDS`, nothing shared, copied.
+    OneBlock,
+    /// No copy of the struct: a small allocation of `PATCH_WORDS` that
+    /// holds a reference to the old page (its count taken) and reads
+    /// `OVERLAY_LINES` of its lines.
+    Overlay,
+}
+
 /// What a version copies and allocates.
 #[derive(Clone, Copy)]
 struct Pattern {
     name: &'static str,
-    /// No copy of the struct: the version is an overlay, a small
-    /// allocation of `PATCH_WORDS` that holds a reference to the old
-    /// page (its count taken) and reads `OVERLAY_LINES` of its lines.
-    overlay: bool,
-    /// Copy the whole page (struct, own array and leaves) as one block of
-    /// `ONE_BLOCK_WORDS`, nothing shared.
-    one_block: bool,
-    /// Copy the own array into an allocation of its own.
+    layout: Layout,
+    /// With [`Layout::Copy`]: copy the own array into an allocation of
+    /// its own.
     own: bool,
-    /// Take a reference to the shared leaves.
+    /// With [`Layout::Copy`]: take a reference to the shared leaves.
     leaves: bool,
     /// Allocate a record.
     record: bool,
@@ -134,7 +143,7 @@ fn one_block(
 
 /// A version of `old`, as `pattern` says.
 fn version(old: &Arc<Page>, i: usize, pattern: Pattern) -> (Version, Option<Vec<u8>>) {
-    if pattern.overlay {
+    if pattern.layout == Layout::Overlay {
         return overlay(old, i, pattern);
     }
     let mut body = Box::new(*old.body);
@@ -182,56 +191,49 @@ fn main() {
     let patterns = [
         Pattern {
             name: "struct, own array, leaves' reference, record",
-            overlay: false,
-            one_block: false,
+            layout: Layout::Copy,
             own: true,
             leaves: true,
             record: true,
         },
         Pattern {
             name: "struct, own array, record",
-            overlay: false,
-            one_block: false,
+            layout: Layout::Copy,
             own: true,
             leaves: false,
             record: true,
         },
         Pattern {
             name: "struct and record",
-            overlay: false,
-            one_block: false,
+            layout: Layout::Copy,
             own: false,
             leaves: false,
             record: true,
         },
         Pattern {
             name: "struct alone",
-            overlay: false,
-            one_block: false,
+            layout: Layout::Copy,
             own: false,
             leaves: false,
             record: false,
         },
         Pattern {
             name: "one block of 2,880 bytes, record",
-            overlay: false,
-            one_block: true,
+            layout: Layout::OneBlock,
             own: false,
             leaves: false,
             record: true,
         },
         Pattern {
             name: "overlay on the old page, record",
-            overlay: true,
-            one_block: false,
+            layout: Layout::Overlay,
             own: false,
             leaves: false,
             record: true,
         },
         Pattern {
             name: "overlay on the old page alone",
-            overlay: true,
-            one_block: false,
+            layout: Layout::Overlay,
             own: false,
             leaves: false,
             record: false,
@@ -243,7 +245,7 @@ fn main() {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // The pages as one block each, made only for the pattern that
         // uses them (so the others run on the same memory as before).
-        let blocks_pool: Vec<Box<[u64; ONE_BLOCK_WORDS]>> = if pattern.one_block {
+        let blocks_pool: Vec<Box<[u64; ONE_BLOCK_WORDS]>> = if pattern.layout == Layout::OneBlock {
             (0..pages)
                 .map(|i| Box::new([i as u64; ONE_BLOCK_WORDS]))
                 .collect()
@@ -259,7 +261,7 @@ fn main() {
                 .par_iter()
                 .with_min_len(64)
                 .map(|&i| {
-                    if pattern.one_block {
+                    if pattern.layout == Layout::OneBlock {
                         one_block(&blocks_pool[i], i, pattern)
                     } else {
                         version(&pool[i], i, pattern)
