@@ -232,18 +232,22 @@ impl PageDelta {
     }
 
     /// Appends the record of a delta spanning `levels` with `changes` and
-    /// `hashes` to `out`: the bytes `PageRecord::Delta(delta).encode_into`
-    /// appends for the delta of those fields, without building it (an
-    /// update encodes from the lists it already has).
-    pub fn encode_parts_into(
+    /// the slot hashes `hashes` (see [`HashParts`]) to `out`: the bytes
+    /// `PageRecord::Delta(delta).encode_into` appends for the delta of
+    /// those fields, without building it (an update encodes from the lists
+    /// and the page it already has).
+    pub fn encode_parts_into<'h>(
         out: &mut Vec<u8>,
         levels: u8,
         changes: &[(SlotPos, Option<Terminal>)],
-        hashes: &[(u8, Hash32)],
+        hashes: HashParts<impl Iterator<Item = &'h Hash32>>,
     ) {
-        out.reserve(len_bound(changes.len(), hashes.len()));
+        out.reserve(len_bound(changes.len(), hashes.0.count_ones() as usize));
         out.push(PAGE_FORMAT);
-        put_delta(out, levels, changes, hashes);
+        out.push(KIND_DELTA);
+        out.push(levels);
+        put_changes(out, changes);
+        put_hash_parts(out, hashes);
     }
 
     /// Applies the delta to `base`, which must span the same levels.
@@ -420,6 +424,35 @@ fn put_delta(
 ) {
     out.push(KIND_DELTA);
     out.push(levels);
+    put_changes(out, changes);
+    put_hashes(out, hashes);
+}
+
+/// The slot hashes a record holds, given by parts: the page-root slots
+/// (bit `n` = slot `n`) and an iterator over their hashes in slot order,
+/// which must yield one for each slot.
+pub struct HashParts<I>(pub u16, pub I);
+
+/// The terminals of a base record being encoded (see
+/// [`PageRecord::encode_base_parts_into`]).
+pub struct BaseEntries<'a> {
+    out: &'a mut Vec<u8>,
+    written: usize,
+}
+
+impl BaseEntries<'_> {
+    /// Appends the terminal `t` at `pos` (after those before it in
+    /// position order).
+    #[inline]
+    pub fn push(&mut self, pos: SlotPos, t: &Terminal) {
+        put_u16(self.out, pos.raw());
+        put_terminal(self.out, t);
+        self.written += 1;
+    }
+}
+
+/// A delta's changes, after its kind and levels bytes.
+fn put_changes(out: &mut Vec<u8>, changes: &[(SlotPos, Option<Terminal>)]) {
     varint::put(out, changes.len() as u64);
     for (pos, change) in changes {
         put_u16(out, pos.raw());
@@ -428,7 +461,20 @@ fn put_delta(
             None => out.push(TAG_EMPTY),
         }
     }
-    put_hashes(out, hashes);
+}
+
+/// [`put_hashes`] of the hashes given by parts.
+fn put_hash_parts<'h>(
+    out: &mut Vec<u8>,
+    HashParts(mask, hashes): HashParts<impl Iterator<Item = &'h Hash32>>,
+) {
+    put_u16(out, mask);
+    let mut written = 0;
+    for h in hashes {
+        out.extend_from_slice(h);
+        written += 1;
+    }
+    debug_assert_eq!(written, mask.count_ones(), "slot hashes and their mask");
 }
 
 fn put_hashes(out: &mut Vec<u8>, hashes: &[(u8, Hash32)]) {
@@ -527,6 +573,37 @@ impl PageRecord {
             }
             PageRecord::Removed => out.push(KIND_REMOVED),
         }
+    }
+
+    /// Appends the record of a base page spanning `levels` with `count`
+    /// terminals, which `entries` gives the [`BaseEntries`] in position
+    /// order, and the slot hashes `hashes` (see [`HashParts`]) to `out`:
+    /// the bytes `PageRecord::Base(image).encode_into` appends for the
+    /// image of those fields, without building it (an update encodes a
+    /// base straight from its page).
+    ///
+    /// # Panics
+    ///
+    /// In a debug build, if `entries` does not put exactly `count`
+    /// terminals (the record would be corrupt).
+    pub fn encode_base_parts_into<'h>(
+        out: &mut Vec<u8>,
+        levels: u8,
+        (count, entries): (usize, impl FnOnce(&mut BaseEntries<'_>)),
+        hashes: HashParts<impl Iterator<Item = &'h Hash32>>,
+    ) {
+        out.reserve(len_bound(count, hashes.0.count_ones() as usize));
+        out.push(PAGE_FORMAT);
+        out.push(KIND_BASE);
+        out.push(levels);
+        varint::put(out, count as u64);
+        let mut put = BaseEntries { out, written: 0 };
+        entries(&mut put);
+        debug_assert_eq!(
+            put.written, count,
+            "a base record's terminals and its count"
+        );
+        put_hash_parts(out, hashes);
     }
 
     /// True when `bytes` start like a delta record (format and kind bytes
@@ -825,6 +902,22 @@ mod tests {
         fn base_and_delta_round_trip(old in arb_page(), new in arb_page()) {
             let record = PageRecord::Base(old.clone());
             prop_assert!(record.encode().len() <= record.encoded_len_bound());
+            // The same base encoded by parts.
+            let mut parts = Vec::new();
+            let mask = old.hashes.iter().fold(0u16, |m, (n, _)| m | 1 << n);
+            let hashes = HashParts(mask, old.hashes.iter().map(|(_, h)| h));
+            let entries = |e: &mut BaseEntries<'_>| {
+                for (pos, t) in &old.entries {
+                    e.push(*pos, t);
+                }
+            };
+            PageRecord::encode_base_parts_into(
+                &mut parts,
+                old.levels,
+                (old.entries.len(), entries),
+                hashes,
+            );
+            prop_assert_eq!(&parts, &record.encode());
             prop_assert_eq!(PageRecord::decode(&record.encode()), Ok(record));
             if old.levels == new.levels {
                 let mut delta = PageDelta::between(&old, &new);
@@ -840,7 +933,9 @@ mod tests {
                 let record = PageRecord::Delta(delta.clone());
                 prop_assert!(record.encode().len() <= record.encoded_len_bound());
                 let mut parts = Vec::new();
-                PageDelta::encode_parts_into(&mut parts, delta.levels, &delta.changes, &delta.hashes);
+                let mask = delta.hashes.iter().fold(0u16, |m, (n, _)| m | 1 << n);
+                let hashes = HashParts(mask, delta.hashes.iter().map(|(_, h)| h));
+                PageDelta::encode_parts_into(&mut parts, delta.levels, &delta.changes, hashes);
                 prop_assert_eq!(&parts, &record.encode());
                 prop_assert_eq!(PageRecord::decode(&record.encode()), Ok(record));
                 let applied = delta.apply(&old).expect("apply");

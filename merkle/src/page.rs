@@ -23,7 +23,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use verity_codec::page::{PageImage, SlotHashes, SlotPos, Terminal};
+use verity_codec::page::{
+    BaseEntries, HashParts, PageImage, PageRecord, SlotHashes, SlotPos, Terminal,
+};
 
 use crate::error::MerkleError;
 use crate::hash::{
@@ -731,8 +733,12 @@ impl Rehash {
                     }
                 };
             }
-            hashes.clear();
-            hashes.resize(blocks.len(), EMPTY);
+            // The buffer only grows: the compressions overwrite what they
+            // use of it.
+            if hashes.len() < blocks.len() {
+                hashes.resize(blocks.len(), EMPTY);
+            }
+            let hashes = &mut hashes[..blocks.len()];
             internal_hash_many(blocks, hashes);
             // The results go where the gather found their inputs: task by
             // task, node by node.
@@ -1245,6 +1251,20 @@ fn leaf_terminal(key_hash: &KeyHash, value_hash: &ValueHash) -> Terminal {
     }
 }
 
+/// The nibbles at `depth` and `depth + 1` of `key_hash`: its root slot
+/// and the slot below that in a page whose root is at nibble `depth`. A
+/// page is [`PAGE_LEVELS`] (two) nibbles deep and its root is at an even
+/// nibble, so the two are the halves of one byte of the key hash.
+#[inline]
+fn slot_nibbles(key_hash: &KeyHash, depth: usize) -> (usize, usize) {
+    debug_assert!(
+        depth.is_multiple_of(PAGE_LEVELS),
+        "a page root at nibble {depth}"
+    );
+    let b = key_hash[depth / 2];
+    (usize::from(b >> 4), usize::from(b & 0xf))
+}
+
 /// The id an expanded page gives a node below its root that the update
 /// leaves packed (it is copied from the old page as it is).
 const PACKED: NodeId = NodeId::MAX;
@@ -1520,6 +1540,83 @@ impl Page {
         }
     }
 
+    /// Appends the page's base record (the [`PageRecord::Base`] of
+    /// [`Page::to_image`]) to `out`, encoded straight from the page: its
+    /// terminals met in position order (the root's slots, then the slots
+    /// below them), with no image built and sorted. Returns the number of
+    /// terminals.
+    ///
+    /// [`PageRecord::Base`]: verity_codec::page::PageRecord::Base
+    pub(crate) fn encode_base_into(&self, out: &mut Vec<u8>) -> usize {
+        let children = &self.root.children;
+        // Below the page root there are nodes one level deep only: their
+        // slots are all terminals.
+        let count = children
+            .iter()
+            .zip(&self.bottoms)
+            .map(|(c, b)| match c {
+                Node::Empty => 0,
+                Node::Inner { .. } => b.mask.count_ones() as usize,
+                Node::Leaf { .. } | Node::Page(_) => 1,
+            })
+            .sum();
+        let terminal = |node: &Node| match *node {
+            Node::Leaf { id, .. } => {
+                let l = self.leaf(id);
+                Some(leaf_terminal(&l.key_hash, &l.value_hash))
+            }
+            Node::Page(hash) => Some(Terminal::Child { hash }),
+            Node::Empty | Node::Inner { .. } => None,
+        };
+        let pos = |depth: u8, nibbles: usize| {
+            SlotPos::new(depth, nibbles as u16).unwrap_or_else(unreachable_pos)
+        };
+        let entries = |e: &mut BaseEntries<'_>| {
+            for (n, c) in children.iter().enumerate() {
+                if let Some(t) = terminal(c) {
+                    e.push(pos(1, n), &t);
+                }
+            }
+            for (n, c) in children.iter().enumerate() {
+                if !matches!(c, Node::Inner { .. }) {
+                    continue;
+                }
+                let mut mask = self.bottoms[n].mask;
+                for slot in self.run(n) {
+                    let m = mask.trailing_zeros() as usize;
+                    mask &= mask.wrapping_sub(1);
+                    if let Some(t) = terminal(slot) {
+                        e.push(pos(2, n << 4 | m), &t);
+                    }
+                }
+            }
+        };
+        PageRecord::encode_base_parts_into(
+            out,
+            PAGE_LEVELS as u8,
+            (count, entries),
+            self.slot_hash_parts(0xffff),
+        );
+        count
+    }
+
+    /// The hashes of the page root's slots `mask` (bit `n` = slot `n`)
+    /// that hold nodes below the root, by parts, for a record.
+    pub(crate) fn slot_hash_parts(&self, mask: u16) -> HashParts<impl Iterator<Item = &Hash>> {
+        let children = &self.root.children;
+        let inner = children.iter().enumerate().fold(0u16, |m, (n, c)| match c {
+            Node::Inner { .. } => m | 1 << n,
+            _ => m,
+        });
+        let mask = mask & inner;
+        let hashes = children
+            .iter()
+            .enumerate()
+            .filter(move |(n, _)| mask & 1 << n != 0)
+            .map(|(_, c)| c.hash_ref());
+        HashParts(mask, hashes)
+    }
+
     /// Builds the page at `path` from its stored form, checking its shape.
     /// The page root's slots whose hashes the image holds are left unhashed;
     /// every other hash is computed.
@@ -1532,12 +1629,9 @@ impl Page {
     /// slot in the node below that root slot (`None` when the root slot is
     /// not an internal node) and what it holds.
     fn slot_of(&self, depth: usize, key_hash: &KeyHash) -> (usize, Option<usize>, Node) {
-        let n = usize::from(nibble(key_hash, depth));
+        let (n, m) = slot_nibbles(key_hash, depth);
         match self.root.children[n] {
-            Node::Inner { .. } => {
-                let m = usize::from(nibble(key_hash, depth + 1));
-                (n, Some(m), self.child(n as NodeId + 1, m))
-            }
+            Node::Inner { .. } => (n, Some(m), self.child(n as NodeId + 1, m)),
             node => (n, None, node),
         }
     }
@@ -1550,10 +1644,11 @@ impl Page {
         i: usize,
         (n, m): (usize, Option<usize>),
     ) -> usize {
-        let lands = |k: &KeyHash| {
-            usize::from(nibble(k, depth)) == n
-                && m.is_none_or(|m| usize::from(nibble(k, depth + 1)) == m)
-        };
+        // The slot's byte of a key hash (both nibbles, or only the root
+        // slot's), compared whole.
+        let (at, mask) = (depth / 2, if m.is_some() { 0xff } else { 0xf0 });
+        let want = (n << 4 | m.unwrap_or(0)) as u8;
+        let lands = |k: &KeyHash| k[at] & mask == want;
         // Most runs are one update long: the next update is looked at
         // before a binary search.
         match ups.get(i + 1) {
@@ -1682,7 +1777,7 @@ impl Page {
         // node that turns dense and gets a tree. It is built on
         // the stack and moved into its allocation; a copy made straight
         // into the allocation measured no faster (BENCHMARKS.md).
-        let mut copy = Arc::new(self.copy_with_room(slots, written));
+        let mut copy = Arc::new_cyclic(|_| self.copy_with_room(slots, written));
         let page = Arc::make_mut(&mut copy);
         page.room_to_own((depth, ups), slots);
         let mut edit = Edit {
@@ -1845,9 +1940,9 @@ impl Page {
         if all_own && self.slots.own.len() < SHARE_MIN {
             return;
         }
-        let touched = ups
-            .iter()
-            .fold(0u16, |t, (key_hash, _)| t | 1 << nibble(key_hash, depth));
+        let touched = ups.iter().fold(0u16, |t, (key_hash, _)| {
+            t | 1 << slot_nibbles(key_hash, depth).0
+        });
         if all_own {
             // All the slots of a large page are the copy's own: an earlier
             // version changed most of them (below). When this version
