@@ -1265,6 +1265,16 @@ fn slot_nibbles(key_hash: &KeyHash, depth: usize) -> (usize, usize) {
     (usize::from(b >> 4), usize::from(b & 0xf))
 }
 
+/// The set bits of `mask`, lowest first.
+#[inline]
+fn bits(mut mask: u16) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let n = mask.trailing_zeros() as usize;
+        mask &= mask.wrapping_sub(1);
+        (n < 16).then_some(n)
+    })
+}
+
 /// The id an expanded page gives a node below its root that the update
 /// leaves packed (it is copied from the old page as it is).
 const PACKED: NodeId = NodeId::MAX;
@@ -1604,17 +1614,12 @@ impl Page {
     /// that hold nodes below the root, by parts, for a record.
     pub(crate) fn slot_hash_parts(&self, mask: u16) -> HashParts<impl Iterator<Item = &Hash>> {
         let children = &self.root.children;
-        let inner = children.iter().enumerate().fold(0u16, |m, (n, c)| match c {
+        // A delta's slots are one or two: only those are looked at.
+        let inner = bits(mask).fold(0u16, |m, n| match children[n] {
             Node::Inner { .. } => m | 1 << n,
             _ => m,
         });
-        let mask = mask & inner;
-        let hashes = children
-            .iter()
-            .enumerate()
-            .filter(move |(n, _)| mask & 1 << n != 0)
-            .map(|(_, c)| c.hash_ref());
-        HashParts(mask, hashes)
+        HashParts(inner, bits(inner).map(|n| children[n].hash_ref()))
     }
 
     /// Builds the page at `path` from its stored form, checking its shape.
@@ -1789,6 +1794,7 @@ impl Page {
             removed: 0,
         };
         changes.clear();
+        let mut collapsed = false;
         let mut children = children.iter();
         let mut i = 0;
         while i < ups.len() {
@@ -1811,6 +1817,7 @@ impl Page {
                         changes.push((pos, Some(Terminal::Child { hash })));
                     }
                     Up::Leaf(leaf, hash) => {
+                        collapsed = true;
                         let id = edit.page.leaves.push(leaf);
                         let pos = edit.set(n, Some(m), Node::Leaf { id, hash })?;
                         changes.push((pos, Some(leaf_terminal(&leaf.key_hash, &leaf.value_hash))));
@@ -1888,7 +1895,10 @@ impl Page {
             added,
             removed,
         } = edit;
-        if depth > 0 && (page.root.occupied() == 0 || page.root.lone_leaf().is_some()) {
+        // Only a removal, or a child page that collapsed to its leaf, can
+        // leave the root with a lone leaf or nothing.
+        let shrunk = removed > 0 || collapsed;
+        if depth > 0 && shrunk && (page.root.occupied() == 0 || page.root.lone_leaf().is_some()) {
             return Ok(None);
         }
         sort_changes(changes);
