@@ -174,6 +174,18 @@ pub fn block(a: &Hash, b: &Hash) -> [u8; 64] {
     block
 }
 
+/// Appends the [`block`] `a || b` to `blocks`, written in place
+/// (`blocks.push(block(a, b))` builds it on the stack and copies it
+/// twice: about 16 instructions a block).
+#[inline]
+pub(crate) fn push_block(blocks: &mut Vec<[u8; 64]>, a: &Hash, b: &Hash) {
+    let at = blocks.len();
+    blocks.push([0; 64]);
+    let (left, right) = blocks[at].split_at_mut(32);
+    left.copy_from_slice(a);
+    right.copy_from_slice(b);
+}
+
 /// Leaf hashes of many leaves at once: `out[i]` is the [`leaf_hash`] of
 /// `blocks[i]` (a [`block`] of a key hash and a value hash).
 ///

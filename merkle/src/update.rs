@@ -27,7 +27,7 @@ use verity_codec::page::{PageDelta, PageRecord, SlotPos, Terminal};
 use verity_codec::varint;
 
 use crate::error::MerkleError;
-use crate::hash::{block, leaf_hash_many, nibble, Hash, KeyHash, ValueHash, EMPTY};
+use crate::hash::{leaf_hash_many, nibble, push_block, Hash, KeyHash, ValueHash, EMPTY};
 use crate::page::{
     ChainInfo, Dense, InPlace, InPlacePlan, Leaf, LeafId, Node, NodeId, Page, Rehash, Unhashed, Up,
     VersionedPage, PAGE_LEVELS,
@@ -199,7 +199,7 @@ fn leaf_hashes(updates: &[Update]) -> Vec<Hash> {
         let mut at = Vec::with_capacity(ups.len());
         for (i, (key_hash, value_hash)) in ups.iter().enumerate() {
             if let Some(v) = value_hash {
-                blocks.push(block(key_hash, v));
+                push_block(&mut blocks, key_hash, v);
                 at.push(i);
             }
         }
