@@ -1787,9 +1787,10 @@ impl Page {
         // The copy has room for the slots the update adds, the shared
         // nodes below the root it changes and the leaves it writes, so it
         // seldom grows (reallocates and copies) its arrays: only for a
-        // node that turns dense and gets a tree. It is built on
-        // the stack and moved into its allocation; a copy made straight
-        // into the allocation measured no faster (BENCHMARKS.md).
+        // node that turns dense and gets a tree. `Arc::new_cyclic`
+        // allocates before it builds the page, which is then moved into
+        // the allocation once; `Arc::new` built it on the stack and copied
+        // it twice more (about 180 instructions; BENCHMARKS.md).
         let mut copy = Arc::new_cyclic(|_| self.copy_with_room(slots, written));
         let page = Arc::make_mut(&mut copy);
         page.room_to_own((depth, ups), slots);

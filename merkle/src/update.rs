@@ -1258,8 +1258,9 @@ fn write_page(
     }
     let (record, kind, chain) = write.unwrap_or_else(|| {
         // Encoded straight from the page: building its image, sorting it
-        // and encoding that took about 0.4k instructions an update at 1M
-        // keys (BENCHMARKS.md).
+        // and encoding that took about 0.1k instructions an update more
+        // at 1M keys (BENCHMARKS.md). Tests check it against the image's
+        // encoding.
         let mut terminals = 0;
         let record: Arc<[u8]> = encoded(
             |buf| terminals = page.encode_base_into(buf),
