@@ -244,10 +244,7 @@ impl PageDelta {
     ) {
         out.reserve(len_bound(changes.len(), hashes.0.count_ones() as usize));
         out.push(PAGE_FORMAT);
-        out.push(KIND_DELTA);
-        out.push(levels);
-        put_changes(out, changes);
-        put_hash_parts(out, hashes);
+        put_delta(out, levels, changes, hashes);
     }
 
     /// Applies the delta to `base`, which must span the same levels.
@@ -416,15 +413,42 @@ fn len_bound(terminals: usize, hashes: usize) -> usize {
 }
 
 /// The body of a delta record, after the format byte.
-fn put_delta(
+fn put_delta<'h>(
     out: &mut Vec<u8>,
     levels: u8,
     changes: &[(SlotPos, Option<Terminal>)],
-    hashes: &[(u8, Hash32)],
+    hashes: HashParts<impl Iterator<Item = &'h Hash32>>,
 ) {
     out.push(KIND_DELTA);
     out.push(levels);
-    put_changes(out, changes);
+    varint::put(out, changes.len() as u64);
+    for (pos, change) in changes {
+        put_u16(out, pos.raw());
+        match change {
+            Some(t) => put_terminal(out, t),
+            None => out.push(TAG_EMPTY),
+        }
+    }
+    put_hashes(out, hashes);
+}
+
+/// The body of a base record, after the format byte: its `count`
+/// terminals, which `entries` puts in position order, and its hashes.
+fn put_base<'h>(
+    out: &mut Vec<u8>,
+    levels: u8,
+    (count, entries): (usize, impl FnOnce(&mut BaseEntries<'_>)),
+    hashes: HashParts<impl Iterator<Item = &'h Hash32>>,
+) {
+    out.push(KIND_BASE);
+    out.push(levels);
+    varint::put(out, count as u64);
+    let mut put = BaseEntries { out, written: 0 };
+    entries(&mut put);
+    debug_assert_eq!(
+        put.written, count,
+        "a base record's terminals and its count"
+    );
     put_hashes(out, hashes);
 }
 
@@ -432,6 +456,17 @@ fn put_delta(
 /// (bit `n` = slot `n`) and an iterator over their hashes in slot order,
 /// which must yield one for each slot.
 pub struct HashParts<I>(pub u16, pub I);
+
+impl<'h>
+    HashParts<std::iter::Map<std::slice::Iter<'h, (u8, Hash32)>, fn(&(u8, Hash32)) -> &Hash32>>
+{
+    /// The parts of `hashes` (slot and hash, in slot order), as an image
+    /// or a delta holds them.
+    pub fn of(hashes: &'h [(u8, Hash32)]) -> Self {
+        let mask = hashes.iter().fold(0u16, |m, (n, _)| m | 1 << n);
+        HashParts(mask, hashes.iter().map(|(_, h)| h))
+    }
+}
 
 /// The terminals of a base record being encoded (see
 /// [`PageRecord::encode_base_parts_into`]).
@@ -451,20 +486,9 @@ impl BaseEntries<'_> {
     }
 }
 
-/// A delta's changes, after its kind and levels bytes.
-fn put_changes(out: &mut Vec<u8>, changes: &[(SlotPos, Option<Terminal>)]) {
-    varint::put(out, changes.len() as u64);
-    for (pos, change) in changes {
-        put_u16(out, pos.raw());
-        match change {
-            Some(t) => put_terminal(out, t),
-            None => out.push(TAG_EMPTY),
-        }
-    }
-}
-
-/// [`put_hashes`] of the hashes given by parts.
-fn put_hash_parts<'h>(
+/// A record's slot hashes: their slots' mask, then the hashes in slot
+/// order.
+fn put_hashes<'h>(
     out: &mut Vec<u8>,
     HashParts(mask, hashes): HashParts<impl Iterator<Item = &'h Hash32>>,
 ) {
@@ -475,14 +499,6 @@ fn put_hash_parts<'h>(
         written += 1;
     }
     debug_assert_eq!(written, mask.count_ones(), "slot hashes and their mask");
-}
-
-fn put_hashes(out: &mut Vec<u8>, hashes: &[(u8, Hash32)]) {
-    let mask = hashes.iter().fold(0u16, |m, (n, _)| m | 1 << n);
-    put_u16(out, mask);
-    for (_, h) in hashes {
-        out.extend_from_slice(h);
-    }
 }
 
 /// Reads a `hashes` field whose slots must all be in `allowed`.
@@ -559,17 +575,22 @@ impl PageRecord {
         out.push(PAGE_FORMAT);
         match self {
             PageRecord::Base(page) => {
-                out.push(KIND_BASE);
-                out.push(page.levels);
-                varint::put(out, page.entries.len() as u64);
-                for (pos, t) in &page.entries {
-                    put_u16(out, pos.raw());
-                    put_terminal(out, t);
-                }
-                put_hashes(out, &page.hashes);
+                let entries = |e: &mut BaseEntries<'_>| {
+                    for (pos, t) in &page.entries {
+                        e.push(*pos, t);
+                    }
+                };
+                let count = page.entries.len();
+                put_base(
+                    out,
+                    page.levels,
+                    (count, entries),
+                    HashParts::of(&page.hashes),
+                );
             }
             PageRecord::Delta(delta) => {
-                put_delta(out, delta.levels, &delta.changes, &delta.hashes);
+                let hashes = HashParts::of(&delta.hashes);
+                put_delta(out, delta.levels, &delta.changes, hashes);
             }
             PageRecord::Removed => out.push(KIND_REMOVED),
         }
@@ -594,16 +615,7 @@ impl PageRecord {
     ) {
         out.reserve(len_bound(count, hashes.0.count_ones() as usize));
         out.push(PAGE_FORMAT);
-        out.push(KIND_BASE);
-        out.push(levels);
-        varint::put(out, count as u64);
-        let mut put = BaseEntries { out, written: 0 };
-        entries(&mut put);
-        debug_assert_eq!(
-            put.written, count,
-            "a base record's terminals and its count"
-        );
-        put_hash_parts(out, hashes);
+        put_base(out, levels, (count, entries), hashes);
     }
 
     /// True when `bytes` start like a delta record (format and kind bytes
@@ -904,8 +916,7 @@ mod tests {
             prop_assert!(record.encode().len() <= record.encoded_len_bound());
             // The same base encoded by parts.
             let mut parts = Vec::new();
-            let mask = old.hashes.iter().fold(0u16, |m, (n, _)| m | 1 << n);
-            let hashes = HashParts(mask, old.hashes.iter().map(|(_, h)| h));
+            let hashes = HashParts::of(&old.hashes);
             let entries = |e: &mut BaseEntries<'_>| {
                 for (pos, t) in &old.entries {
                     e.push(*pos, t);
@@ -933,8 +944,7 @@ mod tests {
                 let record = PageRecord::Delta(delta.clone());
                 prop_assert!(record.encode().len() <= record.encoded_len_bound());
                 let mut parts = Vec::new();
-                let mask = delta.hashes.iter().fold(0u16, |m, (n, _)| m | 1 << n);
-                let hashes = HashParts(mask, delta.hashes.iter().map(|(_, h)| h));
+                let hashes = HashParts::of(&delta.hashes);
                 PageDelta::encode_parts_into(&mut parts, delta.levels, &delta.changes, hashes);
                 prop_assert_eq!(&parts, &record.encode());
                 prop_assert_eq!(PageRecord::decode(&record.encode()), Ok(record));
