@@ -636,15 +636,16 @@ fn update_in_place<'p>(
 /// The changes of a delta, in position order.
 type ChangeList = Vec<(SlotPos, Option<Terminal>)>;
 
-/// Most pages rehashed together: one group of AVX2's eight lanes a tree
+/// Most pages rehashed together: one group of AVX-512's 16 lanes a tree
 /// level (the root trees of a level of small pages). The pages of a batch
 /// are edited, rehashed and written one after the other, so they should
 /// stay in the core's caches from one step to the next: one batch of all
 /// of a page's child pages (about 40 at 1M keys) measured no faster than
 /// the update before batches, batches of 8 1.04x faster than it (and
-/// 1.03x faster than batches of one page), 16 the same as 8
-/// (BENCHMARKS.md).
-const BATCH_PAGES: usize = 8;
+/// 1.03x faster than batches of one page). 16 measured the same as 8
+/// then; with the old pages' lines prefetched (see [`warm`]), 1.02x
+/// faster (BENCHMARKS.md).
+const BATCH_PAGES: usize = 16;
 
 /// A page updated in place whose binary trees are not rehashed yet.
 struct Batched<'p> {
@@ -882,14 +883,19 @@ fn run_jobs(
     Ok(nodes)
 }
 
-/// Reads the lines of the pages `read` (of `jobs`) that their updates read
-/// first, a stage at a time: the page root's slot of each job's first key,
-/// then the leaf below it.
+/// Brings the lines of the pages `read` (of `jobs`) that their updates
+/// read first into the cache: every page's struct and own arrays, asked
+/// for without waiting ([`Page::prefetch`]: their copies then read them
+/// from the cache, 1.07x at 1M keys), then, a stage at a time, the page
+/// root's slot of each job's first key and the leaf below it.
 fn warm(jobs: &[Job<'_>], read: &[Option<Cow<'_, VersionedPage>>]) {
     let first_key = |job: &Job<'_>| match job {
         Job::Update(path, ups) => ups.first().map(|u| (path.len(), u.0)),
         Job::Build(..) => None,
     };
+    for page in read.iter().flatten() {
+        page.page.prefetch();
+    }
     let slots: Vec<_> = jobs
         .iter()
         .zip(read)
