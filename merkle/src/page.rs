@@ -114,8 +114,10 @@ impl<T: Copy> Parts<T> {
         self.shared.as_deref().unwrap_or(&[])
     }
 
-    /// Where the reference counts of the shared elements are, if any (an
-    /// `Arc`'s two counts come just before its data).
+    /// Where the reference counts of the shared elements are, if any: an
+    /// `Arc`'s two counts come just before its data in the standard
+    /// library's layout. Only for a prefetch hint, which a wrong address
+    /// would only make useless.
     #[inline]
     fn counts(&self) -> Option<*const u8> {
         let data: *const u8 = self.shared.as_deref()?.as_ptr().cast();
