@@ -1266,9 +1266,8 @@ fn write_page(
         // Encoded straight from the page: building its image, sorting it
         // and encoding that took about 0.1k instructions an update more
         // at 1M keys (BENCHMARKS.md). Tests check it against the image's
-        // encoding.
-        // It reads every leaf of the page, mostly not in the cache: all
-        // are asked for at once (1.03x at 1M keys; BENCHMARKS.md).
+        // encoding. It reads every leaf of the page, mostly not in the
+        // cache: all are asked for first (1.03x at 1M keys).
         page.prefetch_leaves();
         let mut terminals = 0;
         let record: Arc<[u8]> = encoded(
