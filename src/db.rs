@@ -22,7 +22,7 @@ use parking_lot::{Condvar, Mutex};
 use verity_codec::block::Compression;
 use verity_codec::reader::{put_bytes, Reader};
 use verity_engine::io::{best_backend, IoBackend, StdIo};
-use verity_engine::{Engine, EngineStats, Namespace, Record};
+use verity_engine::{Engine, EngineStats, Namespace, Record, SharedBytes};
 use verity_merkle::hash::{key_hash, value_hash};
 use verity_merkle::{
     DeltaPolicy, Hash, KeyHash, Proof, RangeProof, Trie, UpdateOutput, ValueHash, EMPTY,
@@ -782,7 +782,7 @@ impl Shared {
         }
         for (kh, w) in &staged.writes {
             let record = match w {
-                Some(w) => Record::Put(w.bytes.clone()),
+                Some(w) => Record::Put(SharedBytes::from(w.bytes.clone())),
                 None => Record::Delete,
             };
             batch.push_record(Namespace::State, kh, record)?;

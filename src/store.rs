@@ -10,7 +10,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex, RwLock};
 use rayon::prelude::*;
 use rustc_hash::FxBuildHasher;
-use verity_engine::{Engine, EngineError, Namespace, Record};
+use verity_engine::{Engine, EngineError, Namespace, Record, SharedBytes};
 use verity_merkle::update::RecordKind;
 use verity_merkle::{
     rebuild_page, MerkleError, PagePath, PageSource, PageView, UpdateOutput, VersionedPage,
@@ -468,7 +468,7 @@ pub(crate) fn put_page(
     batch: &mut verity_engine::WriteBatch,
     path: &PagePath,
     kind: RecordKind,
-    record: &Arc<[u8]>,
+    record: &SharedBytes,
 ) -> Result<(), EngineError> {
     // The record's shared allocation goes into the batch as it is.
     let record = match kind {

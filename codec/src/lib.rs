@@ -7,6 +7,8 @@
 //! - [`page`]: trie pages, page deltas and the page record stored per
 //!   `(page path, version)`.
 //! - [`proof`]: Merkle proofs of every kind.
+//! - [`shared`]: [`SharedBytes`], encoded records that share one
+//!   allocation with others encoded with them.
 //!
 //! Every decoder takes untrusted bytes and returns a [`CodecError`] instead
 //! of panicking; no length field can make it allocate more than its input
@@ -35,7 +37,9 @@ pub mod frame;
 pub mod page;
 pub mod proof;
 pub mod reader;
+pub mod shared;
 pub mod varint;
 
 pub use error::{CodecError, Result};
 pub use reader::Reader;
+pub use shared::SharedBytes;

@@ -48,6 +48,7 @@ pub mod wal;
 pub use engine::{Engine, EngineStats, Found, Options};
 pub use error::{EngineError, Result};
 pub use memtable::{Record, RecordRef, Value, WriteBatch};
+pub use verity_codec::SharedBytes;
 
 /// The three ordered namespaces the store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -8,36 +8,37 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use smallvec::{smallvec, SmallVec};
 
 use verity_codec::reader::{put_bytes, Reader};
 use verity_codec::varint;
+use verity_codec::SharedBytes;
 
 use crate::error::{EngineError, Result};
 use crate::Namespace;
 
 /// A value as reads return it, or `None` when the key is absent or
 /// deleted.
-pub type Value = Option<Arc<[u8]>>;
+pub type Value = Option<SharedBytes>;
 
 /// What one version wrote to one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    /// A whole value.
-    Put(Arc<[u8]>),
+    /// A whole value (whose allocation it may share with other records
+    /// written with it, see [`SharedBytes`]).
+    Put(SharedBytes),
     /// A value that is a change to the key's older records (a page delta):
     /// reading it needs the records back to the newest `Put`. Compaction
     /// keeps that chain for every retained version.
-    Delta(Arc<[u8]>),
+    Delta(SharedBytes),
     /// A deletion (tombstone).
     Delete,
 }
 
 impl Record {
     /// The bytes of a put or a delta.
-    pub fn bytes(&self) -> Option<&Arc<[u8]>> {
+    pub fn bytes(&self) -> Option<&SharedBytes> {
         match self {
             Record::Put(b) | Record::Delta(b) => Some(b),
             Record::Delete => None,
@@ -101,8 +102,8 @@ impl RecordRef<'_> {
     /// An owned copy.
     pub fn to_owned_record(&self) -> Record {
         match self {
-            RecordRef::Put(b) => Record::Put(Arc::from(*b)),
-            RecordRef::Delta(b) => Record::Delta(Arc::from(*b)),
+            RecordRef::Put(b) => Record::Put(SharedBytes::from(*b)),
+            RecordRef::Delta(b) => Record::Delta(SharedBytes::from(*b)),
             RecordRef::Delete => Record::Delete,
         }
     }
@@ -261,9 +262,9 @@ impl WriteBatch {
                 return Err("empty store key".to_owned());
             }
             let value = match r.u8().map_err(err)? {
-                0 => Record::Put(Arc::from(r.bytes(MAX_VALUE as u64).map_err(err)?)),
+                0 => Record::Put(SharedBytes::from(r.bytes(MAX_VALUE as u64).map_err(err)?)),
                 1 => Record::Delete,
-                2 => Record::Delta(Arc::from(r.bytes(MAX_VALUE as u64).map_err(err)?)),
+                2 => Record::Delta(SharedBytes::from(r.bytes(MAX_VALUE as u64).map_err(err)?)),
                 k => return Err(format!("unknown entry kind {k}")),
             };
             batch.bytes += key.len() + value.size() + 16;
@@ -371,6 +372,8 @@ impl Memtable {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -393,7 +396,10 @@ mod tests {
 
     #[test]
     fn records_pushed_whole_are_the_writes_they_stand_for() -> Result<()> {
-        let shared: Arc<[u8]> = Arc::from(&b"page"[..]);
+        // Ranges of one allocation, as an update's records of a batch of
+        // pages are.
+        let buf: Arc<[u8]> = Arc::from(&b"<page>"[..]);
+        let shared = SharedBytes::slice(&buf, 1..5);
         let mut by_ref = WriteBatch::new();
         by_ref.put(Namespace::Pages, b"p", b"page")?;
         by_ref.put_delta(Namespace::Pages, b"q", b"page")?;
@@ -406,7 +412,9 @@ mod tests {
         assert_eq!(whole.size_bytes(), by_ref.size_bytes());
         assert_eq!(whole.encode(), by_ref.encode());
         // The value is kept, not copied.
-        assert!(matches!(&whole.entries()[0].1, Record::Put(b) if Arc::ptr_eq(b, &shared)));
+        assert!(
+            matches!(&whole.entries()[0].1, Record::Put(b) if std::ptr::eq(b.as_ptr(), &buf[1]))
+        );
         let long = vec![0u8; MAX_KEY + 1];
         assert!(whole
             .push_record(Namespace::State, &long, Record::Delete)

@@ -10,7 +10,7 @@ use common::{scale, seed};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use verity_engine::sim::SimDisk;
-use verity_engine::{Engine, Namespace, Options, Record, WriteBatch};
+use verity_engine::{Engine, Namespace, Options, Record, SharedBytes, WriteBatch};
 
 const KEYS: u8 = 8;
 
@@ -69,8 +69,8 @@ fn delta_chains_survive_compaction_below_the_floor() {
                 let bytes: Vec<u8> = vec![k; rng.gen_range(0..600)];
                 let record = match rng.gen_range(0..10) {
                     0 if exists => Record::Delete,
-                    1..=6 if exists => Record::Delta(Arc::from(&bytes[..])),
-                    _ => Record::Put(Arc::from(&bytes[..])),
+                    1..=6 if exists => Record::Delta(SharedBytes::from(&bytes[..])),
+                    _ => Record::Put(SharedBytes::from(&bytes[..])),
                 };
                 match &record {
                     Record::Put(b) => batch.put(Namespace::Pages, &[k], b),

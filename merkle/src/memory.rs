@@ -14,6 +14,7 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use rayon::prelude::*;
 use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 use verity_codec::page::{PageDelta, PageImage, PageRecord};
+use verity_codec::SharedBytes;
 
 use crate::error::MerkleError;
 use crate::page::{ChainInfo, Page, VersionedPage};
@@ -21,8 +22,10 @@ use crate::path::PagePath;
 use crate::source::{PageSource, PageView};
 use crate::update::{PageWrite, UpdateOutput};
 
-/// Records of one page, oldest first.
-type Records = Vec<(u64, Arc<[u8]>)>;
+/// Records of one page, oldest first, kept as the update wrote them
+/// (sharing an allocation with the other records of their batch of pages,
+/// which lives while any of them is kept).
+type Records = Vec<(u64, SharedBytes)>;
 
 /// Everything the store holds of one page path.
 #[derive(Default)]
@@ -292,7 +295,7 @@ impl MemPageStore {
     }
 
     /// The stored record of `path` at exactly `version`, if any.
-    pub fn record(&self, path: &PagePath, version: u64) -> Option<Arc<[u8]>> {
+    pub fn record(&self, path: &PagePath, version: u64) -> Option<SharedBytes> {
         let _meta = self.meta.read_recursive();
         let shard = self.shards[shard_of(path)].read();
         let records = &shard.get(path)?.records;
@@ -333,7 +336,7 @@ fn prune_shard(shard: &mut Shard, floor: u64) -> Result<(), MerkleError> {
 }
 
 /// The chain state of the last of `records`.
-fn chain_of(records: &[(u64, Arc<[u8]>)]) -> ChainInfo {
+fn chain_of(records: &[(u64, SharedBytes)]) -> ChainInfo {
     let mut chain = ChainInfo::default();
     for (_, bytes) in records.iter().rev() {
         if PageRecord::is_delta(bytes) {
@@ -350,8 +353,8 @@ fn chain_of(records: &[(u64, Arc<[u8]>)]) -> ChainInfo {
 /// not empty) from its newest base and the deltas after it: what a store
 /// that keeps page records does to read a page. A removal as the last
 /// record gives `None`.
-pub fn rebuild(
-    records: &[(u64, Arc<[u8]>)],
+pub fn rebuild<B: AsRef<[u8]>>(
+    records: &[(u64, B)],
     path: &PagePath,
 ) -> Result<Option<VersionedPage>, MerkleError> {
     let version = records.last().map_or(0, |r| r.0);
@@ -363,7 +366,7 @@ pub fn rebuild(
     let mut info = ChainInfo::default();
     let mut base: Option<PageImage> = None;
     for (_, bytes) in records.iter().rev() {
-        match PageRecord::decode(bytes).map_err(codec)? {
+        match PageRecord::decode(bytes.as_ref()).map_err(codec)? {
             PageRecord::Base(image) => {
                 base = Some(image);
                 break;
@@ -371,7 +374,7 @@ pub fn rebuild(
             PageRecord::Delta(delta) => {
                 chain.push(delta);
                 info.deltas += 1;
-                info.delta_bytes += bytes.len() as u32;
+                info.delta_bytes += bytes.as_ref().len() as u32;
             }
             PageRecord::Removed if chain.is_empty() => return Ok(None),
             PageRecord::Removed => {

@@ -25,6 +25,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap as HashMap;
 use verity_codec::page::{PageDelta, PageRecord, SlotPos, Terminal};
 use verity_codec::varint;
+use verity_codec::SharedBytes;
 
 use crate::error::MerkleError;
 use crate::hash::{leaf_hash_many, nibble, push_block, Hash, KeyHash, ValueHash, EMPTY};
@@ -83,8 +84,10 @@ pub struct PageWrite {
     pub path: PagePath,
     /// The page as of the update's version (`None` when removed), for caches.
     pub page: Option<Arc<Page>>,
-    /// The encoded [`PageRecord`] (shared: stores keep it as it is).
-    pub record: Arc<[u8]>,
+    /// The encoded [`PageRecord`]. The records of a batch of pages share
+    /// one allocation: a store may keep them as they are (each keeps the
+    /// whole allocation alive) or copy them.
+    pub record: SharedBytes,
     /// What the record holds.
     pub kind: RecordKind,
     /// The page's delta chain including this record.
@@ -227,6 +230,9 @@ struct Out {
     stale: Vec<StalePage>,
     /// Pages read from the source while updating.
     pages_read: usize,
+    /// Where the records of the last writes are in the buffer they are
+    /// encoded in, until [`write_records`] shares it (empty otherwise).
+    ranges: Vec<Range<usize>>,
 }
 
 impl Out {
@@ -704,23 +710,26 @@ impl Batch<'_> {
                 page.fold_if_due();
             }
         });
-        for b in self.pages.drain(..) {
-            let InPlace {
-                page,
-                added,
-                removed,
-                ..
-            } = b.in_place;
-            let hash = page.hash();
-            if !b.changes.is_empty() {
-                let changes = (b.old, &b.changes[..], removed, added);
-                write_page(ctx, b.path, Some(changes), page, out);
+        let (pages, done) = (&mut self.pages, &mut self.done);
+        write_records(out, |buf, out| {
+            for b in pages.drain(..) {
+                let InPlace {
+                    page,
+                    added,
+                    removed,
+                    ..
+                } = b.in_place;
+                let hash = page.hash();
+                if !b.changes.is_empty() {
+                    let changes = (b.old, &b.changes[..], removed, added);
+                    write_page(ctx, b.path, Some(changes), page, buf, out);
+                }
+                done.push((b.job, Up::Page(hash)));
+                let mut changes = b.changes;
+                changes.clear();
+                CHANGES.with(|c| c.borrow_mut().push(changes));
             }
-            self.done.push((b.job, Up::Page(hash)));
-            let mut changes = b.changes;
-            changes.clear();
-            CHANGES.with(|c| c.borrow_mut().push(changes));
-        }
+        });
     }
 }
 
@@ -1149,24 +1158,30 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
     /// This thread's buffers for rehashing pages updated in place.
     static REHASH: std::cell::RefCell<Rehash> = std::cell::RefCell::new(Rehash::default());
-    /// The buffer this thread encodes records in before copying them into
-    /// their shared allocation.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The buffer this thread encodes the records of a batch of pages in
+    /// (see [`write_records`]).
+    static RECORDS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `record` encoded into one exactly sized shared allocation (encoding
-/// into a `Vec` and converting it would allocate twice).
-fn shared_record(record: &PageRecord) -> Arc<[u8]> {
-    encoded(|buf| record.encode_into(buf), |bytes| Arc::from(bytes))
-}
-
-/// `then` of what `encode` appends to this thread's empty scratch buffer.
-fn encoded<R>(encode: impl FnOnce(&mut Vec<u8>), then: impl FnOnce(&[u8]) -> R) -> R {
-    SCRATCH.with(|buf| {
+/// Runs `write`, which writes pages ([`write_page`]) with their records
+/// encoded one after the other into this thread's buffer, then copies the
+/// buffer into one allocation that the records share ([`SharedBytes`]):
+/// one allocation for a batch of pages, where one for each record took
+/// about 1.07x longer at 1M keys (BENCHMARKS.md).
+fn write_records<R>(out: &mut Out, write: impl FnOnce(&mut Vec<u8>, &mut Out) -> R) -> R {
+    RECORDS.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.clear();
-        encode(&mut buf);
-        then(&buf)
+        let first = out.writes.len();
+        let r = write(&mut buf, out);
+        debug_assert_eq!(out.writes.len() - first, out.ranges.len());
+        if !out.ranges.is_empty() {
+            let shared: Arc<[u8]> = Arc::from(&buf[..]);
+            for (w, range) in out.writes[first..].iter_mut().zip(out.ranges.drain(..)) {
+                w.record = SharedBytes::slice(&shared, range);
+            }
+        }
+        r
     })
 }
 
@@ -1178,6 +1193,18 @@ fn emit(
     new: Option<Page>,
     out: &mut Out,
 ) {
+    write_records(out, |buf, out| emit_into(ctx, path, old, new, buf, out));
+}
+
+/// [`emit`], with the record encoded at the end of `buf`.
+fn emit_into(
+    ctx: &Ctx<'_>,
+    path: PagePath,
+    old: Option<&VersionedPage>,
+    new: Option<Page>,
+    buf: &mut Vec<u8>,
+    out: &mut Out,
+) {
     let version = ctx.version;
     let Some(page) = new else {
         if let Some(o) = old {
@@ -1186,10 +1213,13 @@ fn emit(
                 version: o.version,
                 superseded_at: version,
             });
+            let start = buf.len();
+            PageRecord::Removed.encode_into(buf);
+            out.ranges.push(start..buf.len());
             out.writes.push(PageWrite {
                 path,
                 page: None,
-                record: shared_record(&PageRecord::Removed),
+                record: SharedBytes::default(),
                 kind: RecordKind::Removed,
                 chain: ChainInfo::default(),
                 previous: Some(o.version),
@@ -1202,10 +1232,17 @@ fn emit(
             let (changes, removed, added) = page.changes_since(&o.page);
             if !changes.is_empty() {
                 let page = Arc::new(page);
-                write_page(ctx, path, Some((o, &changes, removed, added)), page, out);
+                write_page(
+                    ctx,
+                    path,
+                    Some((o, &changes, removed, added)),
+                    page,
+                    buf,
+                    out,
+                );
             }
         }
-        None => write_page(ctx, path, None, Arc::new(page), out),
+        None => write_page(ctx, path, None, Arc::new(page), buf, out),
     }
 }
 
@@ -1220,15 +1257,18 @@ type Changes<'a> = (
 
 /// Records the new version `page` of the page at `path`: a delta of
 /// `old`'s changes, or a base when the page is new or its chain is long
-/// enough.
+/// enough. The record is encoded at the end of `buf`, and becomes the
+/// write's when [`write_records`] shares the buffer.
 fn write_page(
     ctx: &Ctx<'_>,
     path: PagePath,
     old: Option<Changes<'_>>,
     mut page: Arc<Page>,
+    buf: &mut Vec<u8>,
     out: &mut Out,
 ) {
     let version = ctx.version;
+    let start = buf.len();
     let mut write = None;
     let previous = old.as_ref().map(|o| o.0.version);
     if let Some((o, changes, removed, added)) = old {
@@ -1242,53 +1282,49 @@ fn write_page(
             superseded_at: version,
         });
         // A delta while the chain stays short and smaller than a base;
-        // the delta is encoded first (its length decides), but allocated
-        // only when it is the record written.
+        // the delta is encoded first (its length decides), and dropped
+        // when it is not the record written.
         if o.chain.deltas < ctx.policy.max_deltas {
             let base = base_len(page.terminal_count()) as u64;
             let limit = base * u64::from(ctx.policy.max_chain_percent) / 100;
-            let chain_bytes = |len: usize| u64::from(o.chain.delta_bytes) + len as u64;
             let hashes = page.slot_hash_parts(PageDelta::slots_touched_by(changes));
-            let record: Option<Arc<[u8]>> = encoded(
-                |buf| PageDelta::encode_parts_into(buf, PAGE_LEVELS as u8, changes, hashes),
-                |bytes| (chain_bytes(bytes.len()) < limit).then(|| Arc::from(bytes)),
-            );
-            if let Some(record) = record {
+            PageDelta::encode_parts_into(buf, PAGE_LEVELS as u8, changes, hashes);
+            let chain_bytes = u64::from(o.chain.delta_bytes) + (buf.len() - start) as u64;
+            if chain_bytes < limit {
                 let chain = ChainInfo {
                     deltas: o.chain.deltas + 1,
-                    delta_bytes: chain_bytes(record.len()) as u32,
+                    delta_bytes: chain_bytes as u32,
                 };
-                write = Some((record, RecordKind::Delta, chain));
+                write = Some((RecordKind::Delta, chain));
+            } else {
+                buf.truncate(start);
             }
         }
     }
-    let (record, kind, chain) = write.unwrap_or_else(|| {
+    let (kind, chain) = write.unwrap_or_else(|| {
         // Encoded straight from the page: building its image, sorting it
         // and encoding that took about 0.1k instructions an update more
         // at 1M keys (BENCHMARKS.md). Tests check it against the image's
         // encoding. It reads every leaf of the page, mostly not in the
         // cache: all are asked for first (1.03x at 1M keys).
         page.prefetch_leaves();
-        let mut terminals = 0;
-        let record: Arc<[u8]> = encoded(
-            |buf| terminals = page.encode_base_into(buf),
-            |bytes| Arc::from(bytes),
-        );
+        let terminals = page.encode_base_into(buf);
         #[cfg(test)]
         assert_eq!(
-            *record,
-            *shared_record(&PageRecord::Base(page.to_image())),
+            buf[start..],
+            PageRecord::Base(page.to_image()).encode()[..],
             "a base encoded from its page and from its image"
         );
         if page.terminal_count() != terminals {
             Arc::make_mut(&mut page).set_terminal_count(terminals);
         }
-        (record, RecordKind::Base, ChainInfo::default())
+        (RecordKind::Base, ChainInfo::default())
     });
+    out.ranges.push(start..buf.len());
     out.writes.push(PageWrite {
         path,
         page: Some(page),
-        record,
+        record: SharedBytes::default(),
         kind,
         chain,
         previous,
@@ -1582,6 +1618,8 @@ mod tests {
         splits: usize,
         collapsed: usize,
         emptied: usize,
+        /// Records written as a range of a buffer shared with others.
+        shared_records: usize,
     }
 
     /// Compares the update in place with the general update over rounds
@@ -1666,6 +1704,7 @@ mod tests {
             counts.splits += SPLITS.with(|r| r.get());
             counts.collapsed += COLLAPSED.with(|r| r.get());
             counts.emptied += EMPTIED.with(|r| r.get());
+            counts.shared_records += fast.writes.iter().filter(|w| !w.record.is_whole()).count();
             let general = run(&store, policy, version, &ups, false);
             assert_same(&fast, &general, seed);
             // Over pages read from records, nodes below page roots are
@@ -1708,6 +1747,12 @@ mod tests {
         assert!(
             counts.batched > 0,
             "no pages were rehashed together, seed {seed}"
+        );
+        // A batch's records share their allocation, and are the bytes the
+        // general update writes (`assert_same`).
+        assert!(
+            counts.shared_records > 0,
+            "no records shared an allocation, seed {seed}"
         );
         assert!(
             counts.collapsed > 0,

@@ -1,0 +1,200 @@
+//! [`SharedBytes`]: encoded bytes that share one allocation with others
+//! encoded with them.
+//!
+//! An update encodes a record for every page it writes, about 10k in a
+//! block at 1M keys. Each in an allocation of its own, the records took a
+//! tenth of a block's time: a cold block for each from the allocator, and
+//! a copy into it (BENCHMARKS.md). The records of a batch of pages are
+//! encoded one after the other into one buffer instead, and each is a
+//! range of it. A store may keep them as they are (the buffer lives while
+//! any of its records does) or copy the ones it keeps long.
+
+use std::fmt;
+use std::ops::{Deref, Range};
+use std::sync::Arc;
+
+/// Bytes that may share their allocation with others: a range of an
+/// `Arc<[u8]>`. Cloning takes a reference, never copies. Compared,
+/// ordered and hashed as the bytes they hold.
+#[derive(Clone, Default)]
+pub struct SharedBytes {
+    /// The allocation, or `None` for no bytes (which allocates nothing).
+    buf: Option<Arc<[u8]>>,
+    /// Where the bytes are in `buf`.
+    start: u32,
+    end: u32,
+}
+
+impl SharedBytes {
+    /// The bytes `range` of `buf`, sharing it.
+    ///
+    /// # Panics
+    ///
+    /// When `range` is not within `buf`, or `buf` holds 4 GiB or more.
+    pub fn slice(buf: &Arc<[u8]>, range: Range<usize>) -> SharedBytes {
+        assert!(
+            range.start <= range.end && range.end <= buf.len(),
+            "range {range:?} of a buffer of {} bytes",
+            buf.len()
+        );
+        let end = u32::try_from(range.end).expect("a shared buffer under 4 GiB");
+        SharedBytes {
+            buf: Some(buf.clone()),
+            start: range.start as u32,
+            end,
+        }
+    }
+
+    /// The bytes, as one slice.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.buf {
+            Some(buf) => &buf[self.start as usize..self.end as usize],
+            None => &[],
+        }
+    }
+
+    /// Bytes of the allocation these bytes keep alive (theirs and the
+    /// others sharing it), for a store that accounts for its memory.
+    pub fn buffer_len(&self) -> usize {
+        self.buf.as_deref().map_or(0, <[u8]>::len)
+    }
+
+    /// True when these bytes are their whole allocation (they keep no
+    /// other bytes alive).
+    pub fn is_whole(&self) -> bool {
+        self.len() == self.buffer_len()
+    }
+
+    /// The bytes in an allocation of their own: this one when they are
+    /// all of it, else a copy.
+    pub fn into_arc(self) -> Arc<[u8]> {
+        match self.buf {
+            Some(buf) if self.start == 0 && self.end as usize == buf.len() => buf,
+            Some(buf) => Arc::from(&buf[self.start as usize..self.end as usize]),
+            None => Arc::from(&[][..]),
+        }
+    }
+}
+
+impl Deref for SharedBytes {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[u8]> for SharedBytes {
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl From<Arc<[u8]>> for SharedBytes {
+    /// All of `buf`, sharing it.
+    fn from(buf: Arc<[u8]>) -> SharedBytes {
+        let len = buf.len();
+        SharedBytes::slice(&buf, 0..len)
+    }
+}
+
+impl From<&[u8]> for SharedBytes {
+    /// A copy of `bytes` in an allocation of its own.
+    fn from(bytes: &[u8]) -> SharedBytes {
+        SharedBytes::from(Arc::<[u8]>::from(bytes))
+    }
+}
+
+impl From<Vec<u8>> for SharedBytes {
+    /// `bytes` in an allocation of their own.
+    fn from(bytes: Vec<u8>) -> SharedBytes {
+        SharedBytes::from(Arc::<[u8]>::from(bytes))
+    }
+}
+
+impl PartialEq for SharedBytes {
+    fn eq(&self, other: &SharedBytes) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for SharedBytes {}
+
+impl PartialEq<[u8]> for SharedBytes {
+    fn eq(&self, other: &[u8]) -> bool {
+        self.as_slice() == other
+    }
+}
+
+impl PartialOrd for SharedBytes {
+    fn partial_cmp(&self, other: &SharedBytes) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SharedBytes {
+    fn cmp(&self, other: &SharedBytes) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl std::hash::Hash for SharedBytes {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_slice(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_share_their_buffer_and_compare_as_bytes() {
+        let buf: Arc<[u8]> = Arc::from(&b"abcdef"[..]);
+        let a = SharedBytes::slice(&buf, 1..3);
+        let b = SharedBytes::slice(&buf, 3..6);
+        assert_eq!(&*a, b"bc");
+        assert_eq!(&*b, b"def");
+        assert_eq!(a.buffer_len(), 6);
+        assert!(!a.is_whole());
+        assert_eq!(Arc::strong_count(&buf), 3);
+        assert_eq!(a, SharedBytes::from(&b"bc"[..]));
+        assert_ne!(a, b);
+        assert!(a < b);
+        assert_eq!(&*a.clone().into_arc(), b"bc");
+        // The whole buffer comes back as it is, not copied.
+        let whole = SharedBytes::from(buf.clone());
+        assert!(whole.is_whole());
+        assert!(Arc::ptr_eq(&whole.into_arc(), &buf));
+        drop((a, b));
+        assert_eq!(Arc::strong_count(&buf), 1);
+    }
+
+    #[test]
+    fn empty_bytes_allocate_nothing() {
+        let e = SharedBytes::default();
+        assert!(e.is_empty());
+        assert_eq!(e.buffer_len(), 0);
+        assert!(e.is_whole());
+        assert_eq!(e, SharedBytes::from(Vec::new()));
+        assert!(e.into_arc().is_empty());
+        let buf: Arc<[u8]> = Arc::from(&b"xy"[..]);
+        assert!(SharedBytes::slice(&buf, 2..2).is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "range")]
+    fn a_range_past_the_buffer_panics() {
+        let buf: Arc<[u8]> = Arc::from(&b"xy"[..]);
+        let _ = SharedBytes::slice(&buf, 1..3);
+    }
+}
