@@ -2,9 +2,9 @@
 //! encoded with them.
 //!
 //! An update encodes a record for every page it writes, about 10k in a
-//! block at 1M keys. Each in an allocation of its own, the records took a
-//! tenth of a block's time: a cold block for each from the allocator, and
-//! a copy into it (BENCHMARKS.md). The records of a batch of pages are
+//! block at 1M keys. Each in an allocation of its own, they took up to 8%
+//! of a block's time: a cold block for each from the allocator, and a
+//! copy into it (BENCHMARKS.md). The records of a batch of pages are
 //! encoded one after the other into one buffer instead, and each is a
 //! range of it. A store may keep them as they are (the buffer lives while
 //! any of its records does) or copy the ones it keeps long.

@@ -1166,8 +1166,8 @@ thread_local! {
 /// Runs `write`, which writes pages ([`write_page`]) with their records
 /// encoded one after the other into this thread's buffer, then copies the
 /// buffer into one allocation that the records share ([`SharedBytes`]):
-/// one allocation for a batch of pages, where one for each record took
-/// about 1.07x longer at 1M keys (BENCHMARKS.md).
+/// one allocation for a batch of pages, where one for each record took a
+/// block about 1.03x longer at 1M keys (BENCHMARKS.md).
 fn write_records<R>(out: &mut Out, write: impl FnOnce(&mut Vec<u8>, &mut Out) -> R) -> R {
     RECORDS.with(|buf| {
         let mut buf = buf.borrow_mut();
