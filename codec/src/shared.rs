@@ -30,7 +30,7 @@ impl SharedBytes {
     ///
     /// # Panics
     ///
-    /// When `range` is not within `buf`, or `buf` holds 4 GiB or more.
+    /// When `range` is not within `buf`, or ends at 4 GiB or more.
     pub fn slice(buf: &Arc<[u8]>, range: Range<usize>) -> SharedBytes {
         assert!(
             range.start <= range.end && range.end <= buf.len(),
@@ -62,7 +62,7 @@ impl SharedBytes {
 
     /// True when these bytes are their whole allocation (they keep no
     /// other bytes alive).
-    pub fn is_whole(&self) -> bool {
+    pub fn is_whole_buffer(&self) -> bool {
         self.len() == self.buffer_len()
     }
 
@@ -95,6 +95,10 @@ impl AsRef<[u8]> for SharedBytes {
 
 impl From<Arc<[u8]>> for SharedBytes {
     /// All of `buf`, sharing it.
+    ///
+    /// # Panics
+    ///
+    /// When `buf` holds 4 GiB or more (as the two conversions below).
     fn from(buf: Arc<[u8]>) -> SharedBytes {
         let len = buf.len();
         SharedBytes::slice(&buf, 0..len)
@@ -165,7 +169,7 @@ mod tests {
         assert_eq!(&*a, b"bc");
         assert_eq!(&*b, b"def");
         assert_eq!(a.buffer_len(), 6);
-        assert!(!a.is_whole());
+        assert!(!a.is_whole_buffer());
         assert_eq!(Arc::strong_count(&buf), 3);
         assert_eq!(a, SharedBytes::from(&b"bc"[..]));
         assert_ne!(a, b);
@@ -173,7 +177,7 @@ mod tests {
         assert_eq!(&*a.clone().into_arc(), b"bc");
         // The whole buffer comes back as it is, not copied.
         let whole = SharedBytes::from(buf.clone());
-        assert!(whole.is_whole());
+        assert!(whole.is_whole_buffer());
         assert!(Arc::ptr_eq(&whole.into_arc(), &buf));
         drop((a, b));
         assert_eq!(Arc::strong_count(&buf), 1);
@@ -184,7 +188,7 @@ mod tests {
         let e = SharedBytes::default();
         assert!(e.is_empty());
         assert_eq!(e.buffer_len(), 0);
-        assert!(e.is_whole());
+        assert!(e.is_whole_buffer());
         assert_eq!(e, SharedBytes::from(Vec::new()));
         assert!(e.into_arc().is_empty());
         let buf: Arc<[u8]> = Arc::from(&b"xy"[..]);

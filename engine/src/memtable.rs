@@ -169,6 +169,9 @@ impl WriteBatch {
     /// Adds `record` (a put, a delta or a tombstone) to `key` of `ns`,
     /// keeping a value that is already in a shared allocation as it is,
     /// where [`WriteBatch::put`] and [`WriteBatch::put_delta`] copy theirs.
+    /// The batch and the memtable count the value's own bytes, not the
+    /// rest of an allocation it shares ([`SharedBytes::buffer_len`]): a
+    /// caller keeping a small range of a large buffer should copy it.
     pub fn push_record(&mut self, ns: Namespace, key: &[u8], record: Record) -> Result<()> {
         self.admit(key, record.size())?;
         self.entries.push((store_key(ns, key), record));

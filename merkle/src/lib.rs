@@ -47,6 +47,7 @@ pub use source::{PageSource, PageView};
 pub use update::{
     DeltaPolicy, PageWrite, RecordKind, StalePage, Update, UpdateOutput, UpdateStats,
 };
+pub use verity_codec::SharedBytes;
 
 /// The trie over a page source: reads, updates and proofs at any version the
 /// source holds.

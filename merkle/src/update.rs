@@ -237,6 +237,10 @@ struct Out {
 
 impl Out {
     fn absorb(&mut self, other: Out) {
+        debug_assert!(
+            self.ranges.is_empty() && other.ranges.is_empty(),
+            "records left unshared"
+        );
         let pages_read = self.pages_read + other.pages_read;
         if self.writes.is_empty() && self.stale.is_empty() {
             *self = other;
@@ -1174,7 +1178,9 @@ fn write_records<R>(out: &mut Out, write: impl FnOnce(&mut Vec<u8>, &mut Out) ->
         buf.clear();
         let first = out.writes.len();
         let r = write(&mut buf, out);
-        debug_assert_eq!(out.writes.len() - first, out.ranges.len());
+        // One range for each write pushed (else a write would keep an
+        // empty record).
+        assert_eq!(out.writes.len() - first, out.ranges.len());
         if !out.ranges.is_empty() {
             let shared: Arc<[u8]> = Arc::from(&buf[..]);
             for (w, range) in out.writes[first..].iter_mut().zip(out.ranges.drain(..)) {
@@ -1704,7 +1710,11 @@ mod tests {
             counts.splits += SPLITS.with(|r| r.get());
             counts.collapsed += COLLAPSED.with(|r| r.get());
             counts.emptied += EMPTIED.with(|r| r.get());
-            counts.shared_records += fast.writes.iter().filter(|w| !w.record.is_whole()).count();
+            counts.shared_records += fast
+                .writes
+                .iter()
+                .filter(|w| !w.record.is_whole_buffer())
+                .count();
             let general = run(&store, policy, version, &ups, false);
             assert_same(&fast, &general, seed);
             // Over pages read from records, nodes below page roots are
