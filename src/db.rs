@@ -213,7 +213,7 @@ type Staging = Option<StagedValue>;
 #[derive(Clone)]
 struct StagedValue {
     /// `varint key length | key | value`.
-    bytes: Arc<[u8]>,
+    bytes: SharedBytes,
     /// Where the value starts in `bytes`.
     value_at: usize,
 }
@@ -282,11 +282,11 @@ struct Shared {
 /// (varint length and bytes) followed by the value; encoded in `scratch`,
 /// returned in one exactly sized shared allocation (the engine's batch
 /// keeps it as it is).
-fn encode_state(scratch: &mut Vec<u8>, key: &[u8], value: &[u8]) -> Arc<[u8]> {
+fn encode_state(scratch: &mut Vec<u8>, key: &[u8], value: &[u8]) -> SharedBytes {
     scratch.clear();
     put_bytes(scratch, key);
     scratch.extend_from_slice(value);
-    Arc::from(&scratch[..])
+    SharedBytes::from(&scratch[..])
 }
 
 fn decode_state(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
@@ -782,7 +782,7 @@ impl Shared {
         }
         for (kh, w) in &staged.writes {
             let record = match w {
-                Some(w) => Record::Put(SharedBytes::from(w.bytes.clone())),
+                Some(w) => Record::Put(w.bytes.clone()),
                 None => Record::Delete,
             };
             batch.push_record(Namespace::State, kh, record)?;

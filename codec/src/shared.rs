@@ -59,22 +59,6 @@ impl SharedBytes {
     pub fn buffer_len(&self) -> usize {
         self.buf.as_deref().map_or(0, <[u8]>::len)
     }
-
-    /// True when these bytes are their whole allocation (they keep no
-    /// other bytes alive).
-    pub fn is_whole_buffer(&self) -> bool {
-        self.len() == self.buffer_len()
-    }
-
-    /// The bytes in an allocation of their own: this one when they are
-    /// all of it, else a copy.
-    pub fn into_arc(self) -> Arc<[u8]> {
-        match self.buf {
-            Some(buf) if self.start == 0 && self.end as usize == buf.len() => buf,
-            Some(buf) => Arc::from(&buf[self.start as usize..self.end as usize]),
-            None => Arc::from(&[][..]),
-        }
-    }
 }
 
 impl Deref for SharedBytes {
@@ -127,12 +111,6 @@ impl PartialEq for SharedBytes {
 
 impl Eq for SharedBytes {}
 
-impl PartialEq<[u8]> for SharedBytes {
-    fn eq(&self, other: &[u8]) -> bool {
-        self.as_slice() == other
-    }
-}
-
 impl PartialOrd for SharedBytes {
     fn partial_cmp(&self, other: &SharedBytes) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
@@ -168,18 +146,16 @@ mod tests {
         let b = SharedBytes::slice(&buf, 3..6);
         assert_eq!(&*a, b"bc");
         assert_eq!(&*b, b"def");
-        assert_eq!(a.buffer_len(), 6);
-        assert!(!a.is_whole_buffer());
+        assert_eq!((a.len(), a.buffer_len()), (2, 6));
         assert_eq!(Arc::strong_count(&buf), 3);
         assert_eq!(a, SharedBytes::from(&b"bc"[..]));
         assert_ne!(a, b);
         assert!(a < b);
-        assert_eq!(&*a.clone().into_arc(), b"bc");
-        // The whole buffer comes back as it is, not copied.
+        // A whole buffer is taken as it is, not copied.
         let whole = SharedBytes::from(buf.clone());
-        assert!(whole.is_whole_buffer());
-        assert!(Arc::ptr_eq(&whole.into_arc(), &buf));
-        drop((a, b));
+        assert_eq!(whole.buffer_len(), whole.len());
+        assert!(std::ptr::eq(whole.as_ptr(), buf.as_ptr()));
+        drop((a, b, whole));
         assert_eq!(Arc::strong_count(&buf), 1);
     }
 
@@ -188,9 +164,7 @@ mod tests {
         let e = SharedBytes::default();
         assert!(e.is_empty());
         assert_eq!(e.buffer_len(), 0);
-        assert!(e.is_whole_buffer());
         assert_eq!(e, SharedBytes::from(Vec::new()));
-        assert!(e.into_arc().is_empty());
         let buf: Arc<[u8]> = Arc::from(&b"xy"[..]);
         assert!(SharedBytes::slice(&buf, 2..2).is_empty());
     }
