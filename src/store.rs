@@ -338,19 +338,32 @@ impl EngineSource {
         }
     }
 
-    /// The page as of `version`, rebuilt from the engine's records (newest
-    /// first from the engine, back to the newest base), and cached if
-    /// `file`.
+    /// The page as of `version`: an older page cached by the version of
+    /// its newest record as of `version` (only that record read), or
+    /// rebuilt from the engine's records (newest first from the engine,
+    /// back to the newest base) and cached if `file`. Counts a hit or a
+    /// miss of the cache.
     fn load(
         &self,
         path: &PagePath,
         version: u64,
         file: bool,
     ) -> Result<Option<VersionedPage>, MerkleError> {
+        // The chain stops at its newest record when the cache holds the
+        // page it begins, filed by that record's version.
+        let mut cached = None;
         let chain = self
             .engine
-            .chain(Namespace::Pages, &path.encode(), version)
+            .chain_unless(Namespace::Pages, &path.encode(), version, |newest| {
+                cached = self.pages.get(&(*path, newest), |_| true);
+                cached.is_some()
+            })
             .map_err(engine_error)?;
+        if let Some(older) = cached {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(older.page);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let mut records = Vec::with_capacity(chain.len());
         for (i, found) in chain.into_iter().enumerate() {
             match found.record {
@@ -368,9 +381,6 @@ impl EngineSource {
         let Some(&(newest, _)) = records.first() else {
             return Ok(None);
         };
-        if let Some(older) = self.pages.get(&(*path, newest), |_| true) {
-            return Ok(older.page);
-        }
         records.reverse();
         let page = rebuild_page(&records, path)?;
         if let Some(page) = page.as_ref().filter(|_| file) {
@@ -440,7 +450,6 @@ impl EngineSource {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(newest.page);
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
         // The Db merkleizes a version while the engine still commits the
         // one before it: a page of that version that is not cached is read
         // once the engine has it.
@@ -564,6 +573,19 @@ mod tests {
         // next to the newest, which stays.
         assert!(source.page(&root, 1).expect("read").is_some());
         assert_eq!(cached(&source, &root, 1), (Some(2), true));
+        // Read again, it is a hit (the cache is asked once the newest
+        // record's version is known, before the rest of the chain is
+        // read); as of version 2, a hit on the newest page.
+        let before = source.cache_stats();
+        let again = source.page(&root, 1).expect("read").expect("a page");
+        assert_eq!(again.version, 1);
+        let newest = source.page(&root, 2).expect("read").expect("a page");
+        assert_eq!(newest.version, 2);
+        let after = source.cache_stats();
+        assert_eq!(
+            (after.hits - before.hits, after.misses - before.misses),
+            (2, 0)
+        );
         // Another reads as of version 2 after a version 3 was remembered
         // (the frontier moved between its read and its filing): an older
         // page, never the newest, which version 3 may have written.

@@ -616,9 +616,24 @@ impl Engine {
     /// the key was never written; ends with a delta only if the writer
     /// wrote a delta with no whole record before it.
     pub fn chain(&self, ns: Namespace, key: &[u8], version: u64) -> Result<Vec<Found>> {
+        self.chain_unless(ns, key, version, |_| false)
+    }
+
+    /// [`Engine::chain`], or only its newest record when `held` returns
+    /// true for that record's version: for a caller that may hold what
+    /// the chain would give (a page decoded from it, filed by the version
+    /// of its newest record), which then reads one record, not the whole
+    /// chain back to a whole one.
+    pub fn chain_unless(
+        &self,
+        ns: Namespace,
+        key: &[u8],
+        version: u64,
+        held: impl FnMut(u64) -> bool,
+    ) -> Result<Vec<Found>> {
         let s = &*self.shared;
         s.check_readable(version)?;
-        let out = s.chain(&store_key(ns, key), version)?;
+        let out = s.chain(&store_key(ns, key), version, held)?;
         s.recheck_readable(version)?;
         Ok(out)
     }
@@ -909,11 +924,23 @@ impl Shared {
     /// in one [`Shared::walk`]: a lookup per record (with a lower version
     /// each time) searched every memtable and segment filter again for
     /// each, and the holding segment's index and block.
-    fn chain(&self, key: &[u8], version: u64) -> Result<Vec<Found>> {
+    ///
+    /// It stops after the newest record when `held` returns true for its
+    /// version (see [`Engine::chain_unless`]).
+    fn chain(
+        &self,
+        key: &[u8],
+        version: u64,
+        mut held: impl FnMut(u64) -> bool,
+    ) -> Result<Vec<Found>> {
         let mut out = Vec::new();
         self.walk(key, version, |version, record| {
             let whole = record.is_whole();
+            let newest = out.is_empty();
             out.push(Found { version, record });
+            if newest && held(version) {
+                return None;
+            }
             version.checked_sub(1).filter(|_| !whole)
         })?;
         Ok(out)

@@ -104,6 +104,25 @@ fn delta_chains_survive_compaction_below_the_floor() {
                     model_chain(&history[k as usize], at),
                     "round {round}: key {k} at {at} after version {v}, floor {floor}"
                 );
+                // A caller that holds what the chain gives reads its
+                // newest record only: the one `get_entry` finds, whose
+                // version it is asked about.
+                let mut asked = Vec::new();
+                let newest: Vec<(u64, Record)> = engine
+                    .chain_unless(Namespace::Pages, &[k], at, |ver| {
+                        asked.push(ver);
+                        true
+                    })
+                    .expect("chain")
+                    .into_iter()
+                    .map(|f| (f.version, f.record))
+                    .collect();
+                let entry = engine.get_entry(Namespace::Pages, &[k], at).expect("entry");
+                let entry: Vec<(u64, Record)> =
+                    entry.into_iter().map(|f| (f.version, f.record)).collect();
+                assert_eq!(newest, entry, "round {round}: key {k} at {at}");
+                let versions: Vec<u64> = entry.iter().map(|e| e.0).collect();
+                assert_eq!(asked, versions, "round {round}: key {k} at {at}");
             }
         }
         engine.flush().expect("flush");
