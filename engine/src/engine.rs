@@ -623,7 +623,8 @@ impl Engine {
     /// true for that record's version: for a caller that may hold what
     /// the chain would give (a page decoded from it, filed by the version
     /// of its newest record), which then reads one record, not the whole
-    /// chain back to a whole one.
+    /// chain back to a whole one. `held` may run while the engine holds a
+    /// lock of its memtables: it must not call the engine.
     pub fn chain_unless(
         &self,
         ns: Namespace,
