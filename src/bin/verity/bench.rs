@@ -1059,6 +1059,22 @@ fn read(backend: &dyn Backend, c: &Config, gen: &Gen, latest: u64, run: &mut Run
     Ok(())
 }
 
+/// Runs `step` (given how many times it ran before) at least `n` times
+/// and for at least `min`; returns how many times it ran, and for how
+/// long.
+fn at_least(
+    (n, min): (usize, Duration),
+    mut step: impl FnMut(usize) -> Result<()>,
+) -> Result<(usize, Duration)> {
+    let start = Instant::now();
+    let mut done = 0;
+    while done < n || start.elapsed() < min {
+        step(done)?;
+        done += 1;
+    }
+    Ok((done, start.elapsed()))
+}
+
 /// Proves random keys at `version` for at least `min` and at least `n`
 /// of them, and verifies the first `n`; returns proofs/s (of all),
 /// verifies/s, and the mean bytes and a digest of the first `n` proofs
@@ -1075,20 +1091,17 @@ fn prove_at(
     let root = reader.root()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut proofs = Vec::with_capacity(n);
-    let mut done = 0usize;
-    let start = Instant::now();
-    while done < n || start.elapsed() < min {
+    let (done, prove_time) = at_least((n, min), |i| {
         let k = gen.live[pick(&mut rng, gen.live.len(), zipf)];
         let p = reader.prove(&k)?;
         let v = reader.get(&k)?;
-        if done < n {
+        if i < n {
             proofs.push((k, v, p));
         } else {
             std::hint::black_box((v, p));
         }
-        done += 1;
-    }
-    let prove_time = start.elapsed();
+        Ok(())
+    })?;
     let mut digest = blake3::Hasher::new();
     let mut bytes = 0usize;
     for p in &proofs {
@@ -1170,13 +1183,12 @@ fn history(backend: &dyn Backend, c: &Config, gen: &Gen, latest: u64, run: &mut 
         } else {
             let reader = backend.reader(v)?;
             let mut rng = ChaCha8Rng::seed_from_u64(c.seed ^ 0x4157 ^ i as u64);
-            let (start, mut done) = (Instant::now(), 0usize);
-            while done < n || start.elapsed() < min {
+            let (done, time) = at_least((n, min), |_| {
                 let k = &gen.live[pick(&mut rng, gen.live.len(), c.zipf)];
                 std::hint::black_box(reader.get(k)?);
-                done += 1;
-            }
-            let reads = done as f64 / start.elapsed().as_secs_f64();
+                Ok(())
+            })?;
+            let reads = done as f64 / time.as_secs_f64();
             let seed = c.seed ^ 0x4158 ^ i as u64;
             let (proofs, _, _, _) = prove_at(backend, gen, v, (n, min), seed, c.zipf)?;
             Some((reads, proofs))
