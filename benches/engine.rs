@@ -25,7 +25,7 @@ use verity::engine::{Engine, EngineStats, Namespace, Options, WriteBatch};
 /// The same allocator as the `verity` binary, so these figures match its
 /// `bench` (the library leaves the allocator to the program that links it).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: verity::alloc::Allocator = verity::alloc::Allocator;
 
 const SEED: u64 = 0x5eed_0001;
 /// Keys of the read store, inserted evenly over [`VERSIONS`] versions.

@@ -13,7 +13,7 @@ use verity::{verify, KeyHash, MemPageStore, Trie, Update};
 /// The same allocator as the `verity` binary, so these figures match its
 /// `bench` (the library leaves the allocator to the program that links it).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: verity::alloc::Allocator = verity::alloc::Allocator;
 
 fn keys_from_env() -> usize {
     std::env::var("VERITY_BENCH_KEYS")

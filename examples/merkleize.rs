@@ -27,7 +27,7 @@ use verity::{KeyHash, MemPageStore, Trie, Update};
 
 /// The same allocator as the `verity` binary and the criterion benches.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: verity::alloc::Allocator = verity::alloc::Allocator;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)

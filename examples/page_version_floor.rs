@@ -36,7 +36,7 @@ use rayon::prelude::*;
 /// The same allocator as the `verity` binary and the merkleization
 /// example.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: verity::alloc::Allocator = verity::alloc::Allocator;
 
 /// Words of the stand-in page struct: 1,456 bytes.
 const STRUCT_WORDS: usize = 182;

@@ -45,6 +45,7 @@
 //! # Ok::<(), verity::MerkleError>(())
 //! ```
 
+pub mod alloc;
 mod db;
 mod error;
 mod store;

@@ -34,11 +34,12 @@ mod torture;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-/// The benchmark allocates and frees many page-sized objects per block;
-/// mimalloc keeps that off the critical path (the library itself leaves the
-/// allocator to the program that links it).
+/// The benchmark allocates and frees many page-sized objects per block:
+/// mimalloc, with freed blocks kept by size and the next one prefetched
+/// (see [`verity::alloc`]; the library itself leaves the allocator to the
+/// program that links it).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: verity::alloc::Allocator = verity::alloc::Allocator;
 
 /// mimalloc's `mi_option_purge_delay`: its index in `mi_option_t`
 /// (`mimalloc.h`, the same in mimalloc 2 and 3; `libmimalloc-sys` names no
