@@ -8,7 +8,7 @@
 //! waited for its line from memory. mimalloc keeps its free blocks in
 //! lists threaded through the blocks themselves, so which block comes
 //! next is known only when the one before is taken, too late to fetch it.
-//! [`Allocator`] keeps the freed blocks of up to [`MAX_SIZE`] bytes in
+//! [`Allocator`] keeps the freed blocks of 129 to [`MAX_SIZE`] bytes in
 //! arrays of pointers instead (a stack per size class and thread, and one
 //! shared by all threads), and each time it hands out a block it
 //! prefetches the lines of the one the next allocation of that size will
@@ -22,11 +22,14 @@
 //!
 //! Memory it keeps: at most [`THREAD_BLOCKS`] blocks of each class on
 //! each thread (about 2 MiB a thread if every class were full, far less
-//! in practice), and about [`SHARED_LIMIT`] bytes shared; what would go
+//! in practice), and at most [`SHARED_LIMIT`] bytes shared; what would go
 //! beyond that goes back to mimalloc. A thread's blocks go to the shared
-//! stacks when it exits.
+//! stacks when it exits (a thread-local's destructor; a thread whose
+//! first block kept here is freed by a destructor that runs after those,
+//! such as a POSIX thread key's, keeps it: such a thread leaks its
+//! stacks, at most [`THREAD_BLOCKS`] blocks a class).
 //!
-//! The module is the root crate's one place of `unsafe` code: an
+//! The module is the library's one place of `unsafe` code: an
 //! allocator's every method is.
 #![expect(unsafe_code)]
 
@@ -37,15 +40,34 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use mimalloc::MiMalloc;
 
-/// Bytes between one size class and the next: a cache line.
-const CLASS_BYTES: usize = 64;
+/// A cache line.
+const LINE: usize = 64;
 
-/// Size classes kept: `1..=64` bytes, `65..=128`, ..., up to [`MAX_SIZE`].
-const CLASSES: usize = 32;
+/// Blocks of this size or less go straight to mimalloc: its classes of
+/// them are 8 bytes apart, and a block of a line or two gains little from
+/// a prefetch.
+const MIN_SIZE: usize = 128;
+
+/// Bytes between one size class and the next up to [`SMALL`].
+const SMALL_STEP: usize = 16;
+
+/// The largest block of the classes [`SMALL_STEP`] apart; from there on
+/// they are a cache line apart. Every class of mimalloc's from
+/// [`MIN_SIZE`] to [`MAX_SIZE`] is one of these, so a block rounded up to
+/// its class here takes no more memory from mimalloc than it would have
+/// alone.
+const SMALL: usize = 256;
 
 /// The largest block kept in the stacks; larger ones go straight to
 /// mimalloc, as do blocks aligned to more than [`MAX_ALIGN`].
-pub const MAX_SIZE: usize = CLASSES * CLASS_BYTES;
+pub const MAX_SIZE: usize = 2048;
+
+/// Classes [`SMALL_STEP`] apart.
+const SMALL_CLASSES: usize = (SMALL - MIN_SIZE) / SMALL_STEP;
+
+/// Size classes kept: `129..=144` bytes, `145..=160`, ..., `241..=256`,
+/// then `257..=320`, ..., `1985..=2048`.
+const CLASSES: usize = SMALL_CLASSES + (MAX_SIZE - SMALL) / LINE;
 
 /// The largest alignment of a block kept in the stacks: every block of a
 /// class is allocated from mimalloc with it, so any of them serves any
@@ -58,7 +80,7 @@ pub const THREAD_BLOCKS: usize = 64;
 /// Blocks moved at a time between a thread's stack and the shared one.
 const BATCH: usize = 32;
 
-/// About the most bytes the shared stacks keep, all classes together.
+/// The most bytes the shared stacks keep, all classes together.
 pub const SHARED_LIMIT: usize = 64 << 20;
 
 /// The program's allocator: mimalloc behind stacks of freed blocks (see
@@ -162,17 +184,24 @@ static SHARED_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// The class of a block of `layout`, if one keeps it.
 #[inline]
 fn class_of(layout: &Layout) -> Option<usize> {
-    if layout.align() <= MAX_ALIGN && layout.size() <= MAX_SIZE {
-        Some(layout.size().saturating_sub(1) / CLASS_BYTES)
-    } else {
+    let size = layout.size();
+    if layout.align() > MAX_ALIGN || size <= MIN_SIZE || size > MAX_SIZE {
         None
+    } else if size <= SMALL {
+        Some((size - MIN_SIZE - 1) / SMALL_STEP)
+    } else {
+        Some(SMALL_CLASSES + (size - SMALL - 1) / LINE)
     }
 }
 
 /// The size of a block of `class`.
 #[inline]
 fn class_size(class: usize) -> usize {
-    (class + 1) * CLASS_BYTES
+    if class < SMALL_CLASSES {
+        MIN_SIZE + (class + 1) * SMALL_STEP
+    } else {
+        SMALL + (class + 1 - SMALL_CLASSES) * LINE
+    }
 }
 
 /// The layout every block of `class` is allocated from mimalloc with.
@@ -180,7 +209,8 @@ fn class_size(class: usize) -> usize {
 fn class_layout(class: usize) -> Layout {
     match Layout::from_size_align(class_size(class), MAX_ALIGN) {
         Ok(layout) => layout,
-        // A multiple of 64 up to 2 KiB, aligned to 16: always valid.
+        // A multiple of 16 from 144 bytes to 2 KiB, aligned to 16: always
+        // valid.
         Err(_) => unreachable!("a class layout is valid"),
     }
 }
@@ -236,9 +266,9 @@ fn refill(local: &mut Local, class: usize) {
     let taken = unsafe { std::slice::from_raw_parts(stack.blocks.add(from), n) };
     local.blocks[class][..n].copy_from_slice(taken);
     stack.len = from;
+    SHARED_BYTES.fetch_sub(n * class_size(class), Ordering::Relaxed);
     drop(stack);
     local.len[class] = n;
-    SHARED_BYTES.fetch_sub(n * class_size(class), Ordering::Relaxed);
 }
 
 /// Moves the `n` oldest blocks of this thread's stack of `class` to the
@@ -248,16 +278,30 @@ fn spill(local: &mut Local, class: usize, n: usize) {
     let mut kept = 0;
     if n > 0 {
         let mut stack = shared(class);
-        let room = SHARED_LIMIT.saturating_sub(SHARED_BYTES.load(Ordering::Relaxed)) / size;
-        let wanted = n.min(room);
-        if wanted > 0 && grow(&mut stack, wanted) {
-            // SAFETY: `grow` made room for `wanted` more pointers after
-            // the `len` in use.
-            let to = unsafe { std::slice::from_raw_parts_mut(stack.blocks.add(stack.len), wanted) };
-            to.copy_from_slice(&local.blocks[class][..wanted]);
-            stack.len += wanted;
-            kept = wanted;
-            SHARED_BYTES.fetch_add(wanted * size, Ordering::Relaxed);
+        // The bytes are reserved before the blocks move, so that spills of
+        // several classes at once keep to the limit together.
+        let reserved = SHARED_BYTES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bytes| {
+            let wanted = n.min(SHARED_LIMIT.saturating_sub(bytes) / size);
+            (wanted > 0).then_some(bytes + wanted * size)
+        });
+        if let Ok(before) = reserved {
+            let wanted = n.min(SHARED_LIMIT.saturating_sub(before) / size);
+            if grow(&mut stack, wanted) {
+                // SAFETY: `grow` made room for `wanted` more pointers
+                // after the `len` in use; a thread's stack and the shared
+                // one do not overlap.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        local.blocks[class].as_ptr(),
+                        stack.blocks.add(stack.len),
+                        wanted,
+                    );
+                }
+                stack.len += wanted;
+                kept = wanted;
+            } else {
+                SHARED_BYTES.fetch_sub(wanted * size, Ordering::Relaxed);
+            }
         }
     }
     for &block in &local.blocks[class][kept..n] {
@@ -309,7 +353,7 @@ fn grow(stack: &mut Shared, more: usize) -> bool {
 #[inline]
 fn prefetch(block: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    for offset in (0..len).step_by(CLASS_BYTES) {
+    for offset in (0..len).step_by(LINE) {
         // SAFETY: `_mm_prefetch` needs SSE, in the target's baseline; a
         // prefetch never faults and changes nothing a program can see.
         unsafe {
@@ -550,35 +594,40 @@ mod tests {
     fn resized_blocks_keep_their_bytes_and_zeroed_ones_are_zero() {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let seed = seed();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        for _ in 0..20_000 {
-            let old = random_layout(&mut rng);
-            let mut block = alloc(old, 0xa5);
-            let new_size = random_layout(&mut rng).size();
-            // SAFETY: allocated with `old`; the new size is not zero.
-            let at = unsafe { Allocator.realloc(block.at, old, new_size) };
-            assert!(!at.is_null());
-            assert_eq!(at as usize % old.align(), 0, "misaligned after a resize");
-            // SAFETY: the block holds at least the smaller size.
-            let kept = unsafe { std::slice::from_raw_parts(at, old.size().min(new_size)) };
-            assert!(kept.iter().all(|&b| b == 0xa5), "a resize lost bytes");
-            block.at = at;
-            block.layout = Layout::from_size_align(new_size, old.align()).expect("valid");
-            // SAFETY: the block holds `new_size` bytes.
-            unsafe { at.write_bytes(0xa5, new_size) };
-            check_and_free(block);
+        // On a thread of its own, joined while the lock is held: its
+        // blocks reach the shared stacks before the next test counts them.
+        on_a_thread(move || {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            for _ in 0..20_000 {
+                let old = random_layout(&mut rng);
+                let mut block = alloc(old, 0xa5);
+                let new_size = random_layout(&mut rng).size();
+                // SAFETY: allocated with `old`; the new size is not zero.
+                let at = unsafe { Allocator.realloc(block.at, old, new_size) };
+                assert!(!at.is_null());
+                assert_eq!(at as usize % old.align(), 0, "misaligned after a resize");
+                // SAFETY: the block holds at least the smaller size.
+                let kept = unsafe { std::slice::from_raw_parts(at, old.size().min(new_size)) };
+                assert!(kept.iter().all(|&b| b == 0xa5), "a resize lost bytes");
+                block.at = at;
+                block.layout = Layout::from_size_align(new_size, old.align()).expect("valid");
+                // SAFETY: the block holds `new_size` bytes.
+                unsafe { at.write_bytes(0xa5, new_size) };
+                check_and_free(block);
 
-            // Most likely the block just freed, dirty: zeroed all the same.
-            let layout = random_layout(&mut rng);
-            // SAFETY: a non-zero size.
-            let at = unsafe { Allocator.alloc_zeroed(layout) };
-            assert!(!at.is_null());
-            // SAFETY: the block holds `layout.size()` bytes.
-            let bytes = unsafe { std::slice::from_raw_parts(at, layout.size()) };
-            assert!(bytes.iter().all(|&b| b == 0), "a zeroed block is not");
-            // SAFETY: allocated with `layout`.
-            unsafe { Allocator.dealloc(at, layout) };
-        }
+                // From the stacks, dirty, whenever they hold a block of its
+                // class: zeroed all the same.
+                let layout = random_layout(&mut rng);
+                // SAFETY: a non-zero size.
+                let at = unsafe { Allocator.alloc_zeroed(layout) };
+                assert!(!at.is_null());
+                // SAFETY: the block holds `layout.size()` bytes.
+                let bytes = unsafe { std::slice::from_raw_parts(at, layout.size()) };
+                assert!(bytes.iter().all(|&b| b == 0), "a zeroed block is not");
+                // SAFETY: allocated with `layout`.
+                unsafe { Allocator.dealloc(at, layout) };
+            }
+        });
     }
 
     #[test]
@@ -586,7 +635,7 @@ mod tests {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let layout = Layout::from_size_align(MAX_SIZE, 8).expect("valid");
         let class = CLASSES - 1;
-        let freed: Vec<usize> = std::thread::spawn(move || {
+        let freed: Vec<usize> = on_a_thread(move || {
             let live: Vec<Block> = (0..10).map(|_| alloc(layout, 7)).collect();
             let at = live.iter().map(|b| b.at as usize).collect();
             for block in live {
@@ -594,9 +643,7 @@ mod tests {
             }
             // This thread's stack holds them until it exits.
             at
-        })
-        .join()
-        .expect("the thread");
+        });
         let shared = shared_blocks(class);
         for at in &freed {
             assert!(
@@ -604,16 +651,19 @@ mod tests {
                 "a block of the exited thread was not shared"
             );
         }
-        // This thread gets them back, and each is whole and free.
-        let again: Vec<Block> = (0..10).map(|_| alloc(layout, 9)).collect();
-        let mut got: Vec<usize> = again.iter().map(|b| b.at as usize).collect();
+        // The next thread that asks gets them back, each whole and free.
+        let mut got = on_a_thread(move || {
+            let again: Vec<Block> = (0..10).map(|_| alloc(layout, 9)).collect();
+            let got: Vec<usize> = again.iter().map(|b| b.at as usize).collect();
+            for block in again {
+                check_and_free(block);
+            }
+            got
+        });
         let mut freed = freed;
         got.sort_unstable();
         freed.sort_unstable();
         assert_eq!(got, freed, "the shared blocks were not handed out again");
-        for block in again {
-            check_and_free(block);
-        }
     }
 
     #[test]
@@ -644,7 +694,38 @@ mod tests {
         assert_eq!(counted, shared, "the shared bytes are miscounted");
     }
 
-    /// The tests that count what the shared stacks hold run one at a time.
+    #[test]
+    fn every_size_has_the_smallest_class_that_holds_it() {
+        assert_eq!(class_size(CLASSES - 1), MAX_SIZE);
+        let mut last = 0;
+        for size in 1..=MIN_SIZE {
+            let layout = Layout::from_size_align(size, 1).expect("valid");
+            assert_eq!(class_of(&layout), None, "size {size} kept");
+        }
+        for size in MIN_SIZE + 1..=MAX_SIZE {
+            let layout = Layout::from_size_align(size, 1).expect("valid");
+            let class = class_of(&layout).expect("a kept size");
+            assert!(class_size(class) >= size, "size {size} in a smaller class");
+            assert!(
+                class == 0 || class_size(class - 1) < size,
+                "size {size} not in the smallest class that holds it"
+            );
+            assert!(class >= last, "classes out of order at size {size}");
+            last = class;
+        }
+        let over = Layout::from_size_align(MAX_SIZE + 1, 1).expect("valid");
+        let aligned = Layout::from_size_align(1024, 32).expect("valid");
+        assert_eq!((class_of(&over), class_of(&aligned)), (None, None));
+    }
+
+    /// Runs `f` on a new thread and waits until it has exited (its
+    /// thread-locals' destructors run before `join` returns).
+    fn on_a_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(f).join().expect("the test's thread")
+    }
+
+    /// The tests that count what the shared stacks hold run one at a time,
+    /// each allocating on threads it waits for.
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
     fn shared_blocks(class: usize) -> Vec<usize> {

@@ -22,15 +22,14 @@ fn seed() -> u64 {
     seed
 }
 
-/// A block of `len` bytes, each `fill`.
-fn block(len: usize, fill: u8) -> Vec<u8> {
-    vec![fill; len]
+/// A block of `len` bytes, each `fill`, with its fill.
+fn block(len: usize, fill: u8) -> (u8, Vec<u8>) {
+    (fill, vec![fill; len])
 }
 
-fn check(block: &[u8]) {
-    let fill = block.first().copied().unwrap_or(0);
+fn check((fill, block): &(u8, Vec<u8>)) {
     assert!(
-        block.iter().all(|&b| b == fill),
+        block.iter().all(|b| b == fill),
         "a block of {} bytes was written by someone else",
         block.len()
     );
@@ -40,7 +39,7 @@ fn check(block: &[u8]) {
 fn threads_that_free_each_others_blocks_and_exit_keep_every_block_whole() {
     let seed = seed();
     for round in 0..6u64 {
-        let (send, receive) = mpsc::channel::<Vec<Vec<u8>>>();
+        let (send, receive) = mpsc::channel::<Vec<(u8, Vec<u8>)>>();
         // Frees what the others send it, as a store drops what the update
         // threads allocated.
         let freer = std::thread::spawn(move || {
@@ -58,7 +57,7 @@ fn threads_that_free_each_others_blocks_and_exit_keep_every_block_whole() {
                 let send = send.clone();
                 std::thread::spawn(move || {
                     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (round << 8) ^ t);
-                    let mut live: Vec<Vec<u8>> = Vec::new();
+                    let mut live: Vec<(u8, Vec<u8>)> = Vec::new();
                     for i in 0..20_000u32 {
                         let len = match rng.gen_range(0..20) {
                             0 => rng.gen_range(2049..20_000),
@@ -71,19 +70,18 @@ fn threads_that_free_each_others_blocks_and_exit_keep_every_block_whole() {
                             if rng.gen() {
                                 send.send(gone).expect("the freeing thread runs");
                             } else {
-                                gone.iter().for_each(|b| check(b));
+                                gone.iter().for_each(check);
                             }
                         }
                         if rng.gen_range(0..8) == 0 {
                             // Grown and shrunk across the size classes.
                             let at = rng.gen_range(0..live.len());
-                            let fill = live[at].first().copied().unwrap_or(0);
-                            let len = rng.gen_range(1..4096);
-                            live[at].resize(len, fill);
-                            live[at].shrink_to_fit();
+                            let (fill, block) = &mut live[at];
+                            block.resize(rng.gen_range(1..4096), *fill);
+                            block.shrink_to_fit();
                         }
                     }
-                    live.iter().for_each(|b| check(b));
+                    live.iter().for_each(check);
                 })
             })
             .collect();
@@ -139,5 +137,52 @@ fn a_trie_updated_and_proven_on_the_pool_agrees_with_one_built_at_once() {
         let proof = trie.prove(version + 1, &asked).expect("prove");
         let claims: Vec<_> = asked.iter().map(|k| (*k, state.get(k).copied())).collect();
         verify(&out.root, &proof, &claims).expect("the proof verifies");
+    }
+}
+
+/// Frees its block when its thread exits, from a thread-local's
+/// destructor: before or after the allocator's own has emptied the
+/// thread's stacks.
+struct FreedAtExit(Option<(u8, Vec<u8>)>);
+
+impl Drop for FreedAtExit {
+    fn drop(&mut self) {
+        if let Some(held) = self.0.take() {
+            check(&held);
+            // Freed now; then blocks of every kept size asked and freed
+            // again, after the thread's stacks may be gone.
+            drop(held);
+            let more: Vec<_> = (1..20).map(|i| block(i * 100, i as u8)).collect();
+            more.iter().for_each(check);
+        }
+    }
+}
+
+thread_local! {
+    static FREED_AT_EXIT: std::cell::RefCell<FreedAtExit> =
+        const { std::cell::RefCell::new(FreedAtExit(None)) };
+}
+
+#[test]
+fn blocks_freed_by_thread_locals_at_a_threads_exit_are_whole() {
+    for round in 0..200u32 {
+        let first = round % 2 == 0;
+        std::thread::spawn(move || {
+            let fill = round as u8;
+            if first {
+                // Set before the thread keeps any block: its destructor
+                // runs after the allocator's.
+                FREED_AT_EXIT.with(|f| f.borrow_mut().0 = Some(block(1000, fill)));
+            }
+            let churn: Vec<_> = (0..300).map(|i| block(130 + i * 6, fill)).collect();
+            churn.iter().for_each(check);
+            drop(churn);
+            if !first {
+                // Set after: its destructor runs before the allocator's.
+                FREED_AT_EXIT.with(|f| f.borrow_mut().0 = Some(block(1000, fill)));
+            }
+        })
+        .join()
+        .expect("a thread");
     }
 }
