@@ -8,12 +8,12 @@
 //! waited for its line from memory. mimalloc keeps its free blocks in
 //! lists threaded through the blocks themselves, so which block comes
 //! next is known only when the one before is taken, too late to fetch it.
-//! [`Allocator`] keeps the freed blocks of 129 to [`MAX_SIZE`] bytes in
+//! [`Allocator`] keeps the freed blocks of up to [`MAX_SIZE`] bytes in
 //! arrays of pointers instead (a stack per size class and thread, and one
 //! shared by all threads), and each time it hands out a block it
 //! prefetches the lines of the one the next allocation of that size will
 //! get: by the time the program writes that block, its lines are in the
-//! cache (1.23x faster blocks of 1M keys; BENCHMARKS.md, "Freed blocks
+//! cache (1.2x faster blocks of 1M keys; BENCHMARKS.md, "Freed blocks
 //! kept by size, the next one prefetched").
 //!
 //! The library does not install it: a program chooses it with
@@ -43,35 +43,40 @@ use mimalloc::MiMalloc;
 /// A cache line.
 const LINE: usize = 64;
 
-/// Blocks of this size or less go straight to mimalloc: its classes of
-/// them are 8 bytes apart, and a block of a line or two gains little from
-/// a prefetch.
-const MIN_SIZE: usize = 128;
+/// The largest block of the classes [`TINY_STEP`] apart.
+const TINY: usize = 64;
 
-/// Bytes between one size class and the next up to [`SMALL`].
-const SMALL_STEP: usize = 16;
+/// Bytes between one size class and the next up to [`TINY`]: a word.
+const TINY_STEP: usize = 8;
 
-/// The largest block of the classes [`SMALL_STEP`] apart; from there on
-/// they are a cache line apart. Every class of mimalloc's from
-/// [`MIN_SIZE`] to [`MAX_SIZE`] is one of these, so a block rounded up to
-/// its class here takes no more memory from mimalloc than it would have
-/// alone.
+/// The largest block of the classes [`SMALL_STEP`] apart (from [`TINY`]
+/// on); from there on they are a cache line apart. Every class of
+/// mimalloc's up to [`MAX_SIZE`] is one of these, so a block rounded up
+/// to its class here takes no more memory from mimalloc than it would
+/// have alone.
 const SMALL: usize = 256;
+
+/// Bytes between one size class and the next from [`TINY`] to [`SMALL`].
+const SMALL_STEP: usize = 16;
 
 /// The largest block kept in the stacks; larger ones go straight to
 /// mimalloc, as do blocks aligned to more than [`MAX_ALIGN`].
 pub const MAX_SIZE: usize = 2048;
 
+/// Classes [`TINY_STEP`] apart.
+const TINY_CLASSES: usize = TINY / TINY_STEP;
+
 /// Classes [`SMALL_STEP`] apart.
-const SMALL_CLASSES: usize = (SMALL - MIN_SIZE) / SMALL_STEP;
+const SMALL_CLASSES: usize = (SMALL - TINY) / SMALL_STEP;
 
-/// Size classes kept: `129..=144` bytes, `145..=160`, ..., `241..=256`,
-/// then `257..=320`, ..., `1985..=2048`.
-const CLASSES: usize = SMALL_CLASSES + (MAX_SIZE - SMALL) / LINE;
+/// Size classes kept: `1..=8` bytes, `9..=16`, ..., `57..=64`, then
+/// `65..=80`, ..., `241..=256`, then `257..=320`, ..., `1985..=2048`.
+const CLASSES: usize = TINY_CLASSES + SMALL_CLASSES + (MAX_SIZE - SMALL) / LINE;
 
-/// The largest alignment of a block kept in the stacks: every block of a
-/// class is allocated from mimalloc with it, so any of them serves any
-/// request of the class.
+/// The largest alignment of a block kept in the stacks. A class whose
+/// size is a multiple of it is allocated from mimalloc with it, the
+/// others (sizes of an odd number of words) with a word's; a request
+/// aligned to more than a word gets a class of the first kind.
 pub const MAX_ALIGN: usize = 16;
 
 /// Blocks a thread keeps of each class.
@@ -184,33 +189,50 @@ static SHARED_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// The class of a block of `layout`, if one keeps it.
 #[inline]
 fn class_of(layout: &Layout) -> Option<usize> {
-    let size = layout.size();
-    if layout.align() > MAX_ALIGN || size <= MIN_SIZE || size > MAX_SIZE {
-        None
-    } else if size <= SMALL {
-        Some((size - MIN_SIZE - 1) / SMALL_STEP)
-    } else {
-        Some(SMALL_CLASSES + (size - SMALL - 1) / LINE)
+    let (size, align) = (layout.size(), layout.align());
+    if align > MAX_ALIGN || size > MAX_SIZE {
+        return None;
     }
+    // A size rounded up to a multiple of 16 has a class of that very size.
+    let size = if align > TINY_STEP {
+        size.next_multiple_of(MAX_ALIGN)
+    } else {
+        size
+    };
+    Some(if size <= TINY {
+        size.saturating_sub(1) / TINY_STEP
+    } else if size <= SMALL {
+        TINY_CLASSES + (size - TINY - 1) / SMALL_STEP
+    } else {
+        TINY_CLASSES + SMALL_CLASSES + (size - SMALL - 1) / LINE
+    })
 }
 
 /// The size of a block of `class`.
 #[inline]
 fn class_size(class: usize) -> usize {
-    if class < SMALL_CLASSES {
-        MIN_SIZE + (class + 1) * SMALL_STEP
+    if class < TINY_CLASSES {
+        (class + 1) * TINY_STEP
+    } else if class < TINY_CLASSES + SMALL_CLASSES {
+        TINY + (class + 1 - TINY_CLASSES) * SMALL_STEP
     } else {
-        SMALL + (class + 1 - SMALL_CLASSES) * LINE
+        SMALL + (class + 1 - TINY_CLASSES - SMALL_CLASSES) * LINE
     }
 }
 
 /// The layout every block of `class` is allocated from mimalloc with.
 #[inline]
 fn class_layout(class: usize) -> Layout {
-    match Layout::from_size_align(class_size(class), MAX_ALIGN) {
+    let size = class_size(class);
+    let align = if size.is_multiple_of(MAX_ALIGN) {
+        MAX_ALIGN
+    } else {
+        TINY_STEP
+    };
+    match Layout::from_size_align(size, align) {
         Ok(layout) => layout,
-        // A multiple of 16 from 144 bytes to 2 KiB, aligned to 16: always
-        // valid.
+        // A multiple of 8 up to 2 KiB, aligned to 8 or 16 (then a
+        // multiple of it): always valid.
         Err(_) => unreachable!("a class layout is valid"),
     }
 }
@@ -697,21 +719,25 @@ mod tests {
     #[test]
     fn every_size_has_the_smallest_class_that_holds_it() {
         assert_eq!(class_size(CLASSES - 1), MAX_SIZE);
-        let mut last = 0;
-        for size in 1..=MIN_SIZE {
-            let layout = Layout::from_size_align(size, 1).expect("valid");
-            assert_eq!(class_of(&layout), None, "size {size} kept");
-        }
-        for size in MIN_SIZE + 1..=MAX_SIZE {
-            let layout = Layout::from_size_align(size, 1).expect("valid");
-            let class = class_of(&layout).expect("a kept size");
-            assert!(class_size(class) >= size, "size {size} in a smaller class");
-            assert!(
-                class == 0 || class_size(class - 1) < size,
-                "size {size} not in the smallest class that holds it"
-            );
-            assert!(class >= last, "classes out of order at size {size}");
-            last = class;
+        for align in [1, 2, 4, 8, 16] {
+            let mut last = 0;
+            for size in 1..=MAX_SIZE {
+                let layout = Layout::from_size_align(size, align).expect("valid");
+                let class = class_of(&layout).expect("a kept size");
+                let block = class_layout(class);
+                assert!(block.size() >= size, "size {size} in a smaller class");
+                assert!(
+                    block.align() >= align,
+                    "size {size} in a class less aligned"
+                );
+                let smaller = (0..class).filter(|&c| class_layout(c).align() >= align);
+                assert!(
+                    smaller.into_iter().all(|c| class_size(c) < size),
+                    "size {size}, aligned to {align}, not in the smallest class that holds it"
+                );
+                assert!(class >= last, "classes out of order at size {size}");
+                last = class;
+            }
         }
         let over = Layout::from_size_align(MAX_SIZE + 1, 1).expect("valid");
         let aligned = Layout::from_size_align(1024, 32).expect("valid");
