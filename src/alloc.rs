@@ -22,7 +22,8 @@
 //!
 //! Memory it keeps: at most [`THREAD_BLOCKS`] blocks of each class on
 //! each thread (about 2 MiB a thread if every class were full, far less
-//! in practice), and at most [`SHARED_LIMIT`] bytes shared; what would go
+//! in practice), and at most [`SHARED_LIMIT`] bytes shared (blocks and
+//! the pointers to them); what would go
 //! beyond that goes back to mimalloc. A thread's blocks go to the shared
 //! stacks when it exits (a thread-local's destructor; a thread whose
 //! first block kept here is freed by a destructor that runs after those,
@@ -183,8 +184,20 @@ static SHARED: [Mutex<Shared>; CLASSES] = [const {
     })
 }; CLASSES];
 
-/// Bytes in the shared stacks, all classes together.
+/// Bytes the shared stacks hold, all classes together: their blocks, and
+/// the pointers to them (for the smallest class, as many bytes again).
 static SHARED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many blocks each shared stack holds, written under its lock: read
+/// without it, so that a thread finds an empty shared stack without
+/// taking its lock (as every allocation of a class nobody frees would).
+static SHARED_LEN: [AtomicUsize; CLASSES] = [const { AtomicUsize::new(0) }; CLASSES];
+
+/// What one block costs [`SHARED_LIMIT`] in the shared stack of `class`.
+#[inline]
+fn shared_cost(class: usize) -> usize {
+    class_size(class) + std::mem::size_of::<*mut u8>()
+}
 
 /// The class of a block of `layout`, if one keeps it.
 #[inline]
@@ -193,7 +206,10 @@ fn class_of(layout: &Layout) -> Option<usize> {
     if align > MAX_ALIGN || size > MAX_SIZE {
         return None;
     }
-    // A size rounded up to a multiple of 16 has a class of that very size.
+    // A request aligned to 16 gets a class whose size is a multiple of 16
+    // (allocated aligned to 16): its size rounded up to one is a class's
+    // size up to 256, and every class above is a multiple of 64. (No
+    // caller asks for zero bytes: the trait forbids it.)
     let size = if align > TINY_STEP {
         size.next_multiple_of(MAX_ALIGN)
     } else {
@@ -277,6 +293,9 @@ fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
 /// Moves up to a batch of blocks of `class` from the shared stack to
 /// this thread's (which is empty).
 fn refill(local: &mut Local, class: usize) {
+    if SHARED_LEN[class].load(Ordering::Relaxed) == 0 {
+        return;
+    }
     let mut stack = shared(class);
     let n = stack.len.min(BATCH);
     if n == 0 {
@@ -288,7 +307,8 @@ fn refill(local: &mut Local, class: usize) {
     let taken = unsafe { std::slice::from_raw_parts(stack.blocks.add(from), n) };
     local.blocks[class][..n].copy_from_slice(taken);
     stack.len = from;
-    SHARED_BYTES.fetch_sub(n * class_size(class), Ordering::Relaxed);
+    SHARED_LEN[class].store(from, Ordering::Relaxed);
+    SHARED_BYTES.fetch_sub(n * shared_cost(class), Ordering::Relaxed);
     drop(stack);
     local.len[class] = n;
 }
@@ -296,18 +316,18 @@ fn refill(local: &mut Local, class: usize) {
 /// Moves the `n` oldest blocks of this thread's stack of `class` to the
 /// shared stack, or to mimalloc what the shared one has no room for.
 fn spill(local: &mut Local, class: usize, n: usize) {
-    let size = class_size(class);
+    let cost = shared_cost(class);
     let mut kept = 0;
     if n > 0 {
         let mut stack = shared(class);
         // The bytes are reserved before the blocks move, so that spills of
         // several classes at once keep to the limit together.
         let reserved = SHARED_BYTES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bytes| {
-            let wanted = n.min(SHARED_LIMIT.saturating_sub(bytes) / size);
-            (wanted > 0).then_some(bytes + wanted * size)
+            let wanted = n.min(SHARED_LIMIT.saturating_sub(bytes) / cost);
+            (wanted > 0).then_some(bytes + wanted * cost)
         });
         if let Ok(before) = reserved {
-            let wanted = n.min(SHARED_LIMIT.saturating_sub(before) / size);
+            let wanted = n.min(SHARED_LIMIT.saturating_sub(before) / cost);
             if grow(&mut stack, wanted) {
                 // SAFETY: `grow` made room for `wanted` more pointers
                 // after the `len` in use; a thread's stack and the shared
@@ -320,9 +340,10 @@ fn spill(local: &mut Local, class: usize, n: usize) {
                     );
                 }
                 stack.len += wanted;
+                SHARED_LEN[class].store(stack.len, Ordering::Relaxed);
                 kept = wanted;
             } else {
-                SHARED_BYTES.fetch_sub(wanted * size, Ordering::Relaxed);
+                SHARED_BYTES.fetch_sub(wanted * cost, Ordering::Relaxed);
             }
         }
     }
@@ -426,8 +447,8 @@ fn give(class: usize, block: *mut u8) -> bool {
 }
 
 impl Allocator {
-    /// Bytes of freed blocks in the shared stacks now (the threads' own
-    /// stacks not counted).
+    /// Bytes the shared stacks hold now, their blocks and the pointers to
+    /// them (the threads' own stacks not counted).
     pub fn shared_bytes() -> usize {
         SHARED_BYTES.load(Ordering::Relaxed)
     }
@@ -558,19 +579,10 @@ mod tests {
         Layout::from_size_align(size, align).expect("a valid layout")
     }
 
-    fn seed() -> u64 {
-        let seed = std::env::var("VERITY_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(rand::random);
-        println!("seed {seed} (set VERITY_SEED to repeat)");
-        seed
-    }
-
     #[test]
     fn live_blocks_are_never_handed_out_twice_on_any_thread() {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-        let seed = seed();
+        let seed = verity_testkit::seed("live_blocks_are_never_handed_out_twice_on_any_thread");
         let (to_free, freed) = std::sync::mpsc::channel::<Block>();
         // Frees on another thread whatever this one sends it, as a store
         // drops what the update threads allocated.
@@ -615,7 +627,7 @@ mod tests {
     #[test]
     fn resized_blocks_keep_their_bytes_and_zeroed_ones_are_zero() {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-        let seed = seed();
+        let seed = verity_testkit::seed("resized_blocks_keep_their_bytes_and_zeroed_ones_are_zero");
         // On a thread of its own, joined while the lock is held: its
         // blocks reach the shared stacks before the next test counts them.
         on_a_thread(move || {
@@ -707,11 +719,11 @@ mod tests {
             "{shared} bytes shared, over the limit"
         );
         assert!(
-            shared >= SHARED_LIMIT - MAX_SIZE,
+            shared >= SHARED_LIMIT - shared_cost(CLASSES - 1),
             "{shared} bytes shared: the freed blocks were not kept up to the limit"
         );
         let counted: usize = (0..CLASSES)
-            .map(|c| shared_blocks(c).len() * class_size(c))
+            .map(|c| shared_blocks(c).len() * shared_cost(c))
             .sum();
         assert_eq!(counted, shared, "the shared bytes are miscounted");
     }

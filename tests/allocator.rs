@@ -13,15 +13,6 @@ use verity::{verify, MemPageStore, Trie, Update};
 #[global_allocator]
 static GLOBAL: verity::alloc::Allocator = verity::alloc::Allocator;
 
-fn seed() -> u64 {
-    let seed = std::env::var("VERITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {seed} (set VERITY_SEED to repeat)");
-    seed
-}
-
 /// A block of `len` bytes, each `fill`, with its fill.
 fn block(len: usize, fill: u8) -> (u8, Vec<u8>) {
     (fill, vec![fill; len])
@@ -37,7 +28,9 @@ fn check((fill, block): &(u8, Vec<u8>)) {
 
 #[test]
 fn threads_that_free_each_others_blocks_and_exit_keep_every_block_whole() {
-    let seed = seed();
+    let seed = verity_testkit::seed(
+        "threads_that_free_each_others_blocks_and_exit_keep_every_block_whole",
+    );
     for round in 0..6u64 {
         let (send, receive) = mpsc::channel::<Vec<(u8, Vec<u8>)>>();
         // Frees what the others send it, as a store drops what the update
@@ -99,7 +92,8 @@ fn threads_that_free_each_others_blocks_and_exit_keep_every_block_whole() {
 
 #[test]
 fn a_trie_updated_and_proven_on_the_pool_agrees_with_one_built_at_once() {
-    let seed = seed();
+    let seed =
+        verity_testkit::seed("a_trie_updated_and_proven_on_the_pool_agrees_with_one_built_at_once");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let keys: Vec<_> = (0..60_000u32).map(|i| key_hash(&i.to_le_bytes())).collect();
     let trie = Trie::new(MemPageStore::new());
