@@ -23,12 +23,12 @@
 //! Memory it keeps: at most [`THREAD_BLOCKS`] blocks of each class on
 //! each thread (about 2 MiB a thread if every class were full, far less
 //! in practice), and at most [`SHARED_LIMIT`] bytes shared (blocks and
-//! the pointers to them); what would go
-//! beyond that goes back to mimalloc. A thread's blocks go to the shared
-//! stacks when it exits (a thread-local's destructor; a thread whose
-//! first block kept here is freed by a destructor that runs after those,
-//! such as a POSIX thread key's, keeps it: such a thread leaks its
-//! stacks, at most [`THREAD_BLOCKS`] blocks a class).
+//! the pointers to them); what would go beyond that goes back to
+//! mimalloc. A thread's blocks go to the shared stacks when it exits (a
+//! thread-local's destructor; a thread whose first block kept here is
+//! freed by a destructor that runs after those, such as a POSIX thread
+//! key's, keeps it: such a thread leaks its stacks, at most
+//! [`THREAD_BLOCKS`] blocks a class).
 //!
 //! The module is the library's one place of `unsafe` code: an
 //! allocator's every method is.
@@ -93,9 +93,14 @@ pub const SHARED_LIMIT: usize = 64 << 20;
 /// the module's notes). One per program, as its `#[global_allocator]`:
 /// the stacks are the process's, whatever value of the type is called.
 ///
-/// ```ignore
+/// ```
 /// #[global_allocator]
 /// static GLOBAL: verity::alloc::Allocator = verity::alloc::Allocator;
+///
+/// fn main() {
+///     let page = vec![7u8; 1472];
+///     assert!(page.iter().all(|&b| b == 7));
+/// }
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Allocator;
@@ -265,7 +270,7 @@ fn shared(class: usize) -> MutexGuard<'static, Shared> {
 fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
     let (result, first) = LOCAL
         .try_with(|cell| {
-            // SAFETY: as in `Flush::drop`: this thread's `Local`, and no
+            // SAFETY: as in `close`: this thread's `Local`, and no
             // other reference to it is live while this one is.
             let local = unsafe { &mut *cell.get() };
             if local.state == State::Closed {
