@@ -370,23 +370,19 @@ fn grow(stack: &mut Shared, more: usize) -> bool {
         return true;
     }
     let cap = needed.max(2 * stack.cap).max(256);
-    let word = std::mem::size_of::<*mut u8>();
-    let Ok(new) = Layout::array::<*mut u8>(cap) else {
+    let (Ok(old), Ok(new)) = (
+        Layout::array::<*mut u8>(stack.cap),
+        Layout::array::<*mut u8>(cap),
+    ) else {
         return false;
     };
     let blocks = if stack.cap == 0 {
         // SAFETY: `new` has a non-zero size.
         unsafe { MiMalloc.alloc(new) }
     } else {
-        // SAFETY: `blocks` was allocated from mimalloc with the layout of
-        // `cap` pointers, and the new size is not zero.
-        unsafe {
-            MiMalloc.realloc(
-                stack.blocks.cast(),
-                Layout::from_size_align_unchecked(stack.cap * word, word),
-                new.size(),
-            )
-        }
+        // SAFETY: `blocks` was allocated from mimalloc with the layout
+        // `old`, and the new size is not zero.
+        unsafe { MiMalloc.realloc(stack.blocks.cast(), old, new.size()) }
     };
     if blocks.is_null() {
         return false;
@@ -394,24 +390,6 @@ fn grow(stack: &mut Shared, more: usize) -> bool {
     stack.blocks = blocks.cast();
     stack.cap = cap;
     true
-}
-
-/// Asks the CPU for the lines of the `len` bytes at `block`, without
-/// waiting for them.
-#[inline]
-fn prefetch(block: *const u8, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for offset in (0..len).step_by(LINE) {
-        // SAFETY: `_mm_prefetch` needs SSE, in the target's baseline; a
-        // prefetch never faults and changes nothing a program can see.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                block.wrapping_add(offset).cast(),
-            );
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (block, len);
 }
 
 /// A freed block of `class` from the stacks, if they hold one; the next
@@ -429,7 +407,7 @@ fn take(class: usize) -> Option<*mut u8> {
             refill(local, class);
         }
         if let Some(&next) = local.blocks[class][..local.len[class]].last() {
-            prefetch(next, class_size(class));
+            verity_merkle::prefetch::bytes(next, class_size(class));
         }
         Some(block)
     })

@@ -31,7 +31,7 @@ pub mod hash;
 pub mod memory;
 pub mod page;
 pub mod path;
-mod prefetch;
+pub mod prefetch;
 pub mod proof;
 pub mod read;
 pub mod source;
